@@ -1,0 +1,161 @@
+"""``ChannelsClient``: the four Channels endpoints as typed async methods.
+
+Each method validates its input (raising :class:`~pipedrive_channels.errors.ValidationError` before
+anything is sent), builds the JSON body or the percent-encoded path, and hands it to the session.
+Every ID is the provider's own, as Pipedrive's Channels API expects.
+"""
+
+from __future__ import annotations
+
+import json
+from types import TracebackType
+from typing import Any, TypeVar
+from urllib.parse import quote
+
+import aiohttp
+
+from .auth import ApiToken, Authorizer, OAuthApp, OAuthToken, TokenStore
+from .errors import ApiError, ValidationError
+from .models import Channel, Message, NewChannel, ProviderType, converter
+from .session import Response, Session
+
+__all__ = ["ChannelsClient"]
+
+_T = TypeVar("_T")
+
+
+def _segment(field: str, value: str) -> str:
+    """Percent-encode one path segment: ``"a/b"`` stays one segment, never two."""
+    if not isinstance(value, str) or not value:
+        raise ValidationError(field, f"must be a non-empty string, got {value!r}")
+    if any(ord(char) < 0x20 or ord(char) == 0x7F for char in value):
+        raise ValidationError(field, "must not contain control characters")
+    if value in (".", ".."):
+        raise ValidationError(field, "must not be '.' or '..' (URL normalisation would change the path)")
+    return quote(value, safe="")
+
+
+def _dumps(value: Any) -> bytes:
+    return json.dumps(value, separators=(",", ":")).encode()
+
+
+def _decode(cls: type[_T], response: Response) -> _T:
+    """Structure the envelope's ``data``; an answer that does not fit is an error, never silently dropped."""
+    body = response.body
+    try:
+        return converter.structure(body["data"], cls)
+    except (KeyError, TypeError, ValueError) as exc:  # ValidationError is a ValueError
+        raise ApiError(
+            response.status, f"unexpected answer for {cls.__name__}: {exc}", body=body, headers=response.headers
+        ) from exc
+
+
+class ChannelsClient:
+    """An async client for Pipedrive's Channels API.
+
+    Use it as an async context manager::
+
+        async with ChannelsClient(token, app=app, token_store=JsonFileTokenStore("token.json")) as client:
+            await client.add_channel(name="Support", provider_channel_id="wa-123")
+
+    :param token: an :class:`OAuthToken`, a plain access-token string (sent as ``Bearer``), or an
+        :class:`ApiToken` (sent as ``x-api-token``).
+    :param app: the OAuth app that can refresh ``token``; without it a 401 raises ``AuthenticationError``.
+    :param base_url: overrides the API root (e.g. ``http://127.0.0.1:PORT/v1``); default
+        ``{token.api_domain}/api/v1``, else ``https://api.pipedrive.com/v1``.
+    :param token_store: where refreshed tokens are saved; a newer stored token is adopted on open.
+    :param session: an aiohttp session to share (the client does not close it).
+    :param timeout: seconds for one HTTP request.
+    """
+
+    def __init__(
+        self,
+        token: OAuthToken | ApiToken | str,
+        *,
+        app: OAuthApp | None = None,
+        base_url: str | None = None,
+        token_store: TokenStore | None = None,
+        session: aiohttp.ClientSession | None = None,
+        timeout: float = 30.0,
+    ) -> None:
+        self._session = Session(
+            Authorizer(token, app, token_store), base_url=base_url, session=session, timeout=timeout
+        )
+
+    def __repr__(self) -> str:
+        return f"ChannelsClient(base_url={self._session.base_url!r})"
+
+    @property
+    def base_url(self) -> str:
+        """The API root requests go to now."""
+        return self._session.base_url
+
+    @property
+    def token(self) -> OAuthToken | ApiToken:
+        """The credentials in use now (the refreshed token after a refresh)."""
+        return self._session.authorizer.token
+
+    async def open(self) -> None:
+        """Open the HTTP session (``async with`` does this)."""
+        await self._session.open()
+
+    async def aclose(self) -> None:
+        """Close the HTTP session (``async with`` does this); a closed client cannot be reopened."""
+        await self._session.close()
+
+    async def __aenter__(self) -> ChannelsClient:
+        await self.open()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    async def add_channel(
+        self,
+        *,
+        name: str,
+        provider_channel_id: str,
+        avatar_url: str | None = None,
+        template_support: bool = False,
+        provider_type: ProviderType | str = ProviderType.OTHER,
+    ) -> Channel:
+        """Register a messaging channel (``POST /channels``, cost 10). Only company admins may.
+
+        Pipedrive then calls the app's ``getConversations`` endpoint for the channel's history.
+        """
+        new = NewChannel(
+            name=name,
+            provider_channel_id=provider_channel_id,
+            avatar_url=avatar_url,
+            template_support=template_support,
+            provider_type=provider_type,
+        )
+        response = await self._session.request("POST", "/channels", _dumps(converter.unstructure(new)))
+        return _decode(Channel, response)
+
+    async def receive_message(self, message: Message) -> Message:
+        """Deliver a message to its conversation (``POST /channels/messages/receive``, cost 10).
+
+        Sending the same ``id`` again updates the message, which is how status changes are delivered.
+        Returns the message as Pipedrive echoes it.
+        """
+        if not isinstance(message, Message):
+            raise ValidationError("message", f"must be a Message, got {type(message).__name__}")
+        response = await self._session.request(
+            "POST", "/channels/messages/receive", _dumps(converter.unstructure(message))
+        )
+        return _decode(Message, response)
+
+    async def delete_conversation(self, provider_channel_id: str, conversation_id: str) -> None:
+        """Delete a conversation and its messages (``DELETE /channels/{channel}/conversations/{id}``, cost 6)."""
+        path = (
+            f"/channels/{_segment('provider_channel_id', provider_channel_id)}"
+            f"/conversations/{_segment('conversation_id', conversation_id)}"
+        )
+        await self._session.request("DELETE", path)
+
+    async def delete_channel(self, provider_channel_id: str) -> None:
+        """Delete a channel with all its conversations and messages (``DELETE /channels/{id}``, cost 6)."""
+        await self._session.request("DELETE", f"/channels/{_segment('provider_channel_id', provider_channel_id)}")

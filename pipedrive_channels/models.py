@@ -1,0 +1,239 @@
+"""Typed values of the Channels API: frozen, slotted attrs classes and the one converter for them.
+
+Constructing a model validates it, so bad input raises :class:`~pipedrive_channels.errors.ValidationError`
+(naming the field) before anything is sent. ``converter`` does all (un)structuring: datetimes are sent in
+UTC as ``YYYY-MM-DD HH:MM`` (the format the spec gives) and parsed from that form or ISO 8601; unknown
+answer fields are ignored and missing optional ones become ``None``.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from collections.abc import Iterable
+from datetime import datetime, timezone
+from typing import Any, TypeVar
+
+import attrs
+import cattrs
+from cattrs.gen import make_dict_unstructure_fn, override
+
+from .errors import ValidationError
+
+__all__ = [
+    "Attachment",
+    "Channel",
+    "Message",
+    "MessageStatus",
+    "NewChannel",
+    "ProviderType",
+    "converter",
+    "format_datetime",
+    "parse_datetime",
+]
+
+_E = TypeVar("_E", bound=enum.Enum)
+_CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
+
+
+class ProviderType(str, enum.Enum):
+    """Which icon Pipedrive shows next to the channel's conversations."""
+
+    FACEBOOK = "facebook"
+    WHATSAPP = "whatsapp"
+    OTHER = "other"
+
+
+class MessageStatus(str, enum.Enum):
+    """Delivery status of a message; sending the same message ``id`` again updates it."""
+
+    SENT = "sent"
+    DELIVERED = "delivered"
+    READ = "read"
+    FAILED = "failed"
+
+
+def _enum(enum_cls: type[_E], field: str, value: Any) -> _E:
+    try:
+        return enum_cls(value)
+    except ValueError:
+        allowed = ", ".join(repr(member.value) for member in enum_cls)
+        raise ValidationError(field, f"must be one of {allowed}, got {value!r}") from None
+
+
+def _to_status(value: MessageStatus | str) -> MessageStatus:
+    return _enum(MessageStatus, "status", value)
+
+
+def _to_provider_type(value: ProviderType | str) -> ProviderType:
+    return _enum(ProviderType, "provider_type", value)
+
+
+def _text(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if not isinstance(value, str) or not value:
+        raise ValidationError(attribute.name, f"must be a non-empty string, got {value!r}")
+
+
+def _identifier(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    # IDs end up in URL paths and in Pipedrive's manifest URLs: control characters there are never right.
+    _text(instance, attribute, value)
+    if _CONTROL_CHARS.search(value):
+        raise ValidationError(attribute.name, "must not contain control characters")
+
+
+def _aware(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if value is None and attribute.default is None:
+        return
+    if not isinstance(value, datetime):
+        raise ValidationError(attribute.name, f"must be a datetime, got {type(value).__name__}")
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValidationError(attribute.name, "must be timezone-aware (naive datetimes are ambiguous)")
+
+
+def _http_url(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if value is None and attribute.default is None:
+        return
+    if not isinstance(value, str) or not value.startswith(("http://", "https://")) or len(value) < 10:
+        raise ValidationError(attribute.name, f"must be an http(s) URL, got {value!r}")
+
+
+def _size(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+        raise ValidationError(attribute.name, f"must be a non-negative number, got {value!r}")
+
+
+@attrs.frozen
+class Attachment:
+    """A file attached to a message: ``type`` is its MIME type; ``url`` must stay reachable by Pipedrive.
+
+    Set ``link_expires=True`` when ``url`` is short-lived: Pipedrive then re-fetches the message through
+    the extension's ``getMessageById`` endpoint for a fresh link.
+    """
+
+    id: str = attrs.field(validator=_identifier)
+    type: str = attrs.field(validator=_text)
+    url: str = attrs.field(validator=_http_url)
+    name: str | None = None
+    size: float | None = attrs.field(default=None, validator=_size)
+    preview_url: str | None = attrs.field(default=None, validator=_http_url)
+    link_expires: bool = False
+
+
+def _attachments(value: Iterable[Attachment]) -> tuple[Attachment, ...]:
+    items = tuple(value)
+    for index, item in enumerate(items):
+        if not isinstance(item, Attachment):
+            raise ValidationError(f"attachments[{index}]", f"must be an Attachment, got {type(item).__name__}")
+    return items
+
+
+def _message_text(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if not isinstance(value, str):
+        raise ValidationError("message", f"must be a string, got {type(value).__name__}")
+
+
+@attrs.frozen
+class Message:
+    """A message as ``receive_message`` sends it (and Pipedrive echoes it).
+
+    Every ID is the provider's own: ``channel_id`` is the ``provider_channel_id`` the channel was added
+    with. ``message`` may be empty only when the message has attachments.
+    """
+
+    id: str = attrs.field(validator=_identifier)
+    channel_id: str = attrs.field(validator=_identifier)
+    sender_id: str = attrs.field(validator=_identifier)
+    conversation_id: str = attrs.field(validator=_identifier)
+    message: str = attrs.field(validator=_message_text)
+    status: MessageStatus = attrs.field(converter=_to_status)
+    created_at: datetime = attrs.field(validator=_aware)
+    reply_by: datetime | None = attrs.field(default=None, validator=_aware)
+    conversation_link: str | None = attrs.field(default=None, validator=_http_url)
+    attachments: tuple[Attachment, ...] = attrs.field(default=(), converter=_attachments)
+
+    def __attrs_post_init__(self) -> None:
+        if not self.message and not self.attachments:
+            raise ValidationError("message", "must not be empty when the message has no attachments")
+
+
+def _bool(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if not isinstance(value, bool):
+        raise ValidationError(attribute.name, f"must be a bool, got {value!r}")
+
+
+@attrs.frozen
+class NewChannel:
+    """The body ``add_channel`` sends: a channel to register under the provider's own ID."""
+
+    name: str = attrs.field(validator=_text)
+    provider_channel_id: str = attrs.field(validator=_identifier)
+    avatar_url: str | None = attrs.field(default=None, validator=_http_url)
+    template_support: bool = attrs.field(default=False, validator=_bool)
+    provider_type: ProviderType = attrs.field(default=ProviderType.OTHER, converter=_to_provider_type)
+
+
+@attrs.frozen
+class Channel:
+    """A registered channel, as ``add_channel`` answers it.
+
+    ``id`` is Pipedrive's internal ID; every later call names the channel by ``provider_channel_id``.
+    """
+
+    id: str
+    name: str
+    provider_channel_id: str
+    avatar_url: str | None = None
+    marketplace_client_id: str | None = None
+    pd_company_id: int | None = None
+    pd_user_id: int | None = None
+    created_at: datetime | None = None
+    provider_type: ProviderType | None = None
+    template_support: bool | None = None
+
+
+def parse_datetime(value: str) -> datetime:
+    """Parse ``YYYY-MM-DD HH:MM[:SS]`` or ISO 8601 (``Z`` allowed); a value without offset is UTC."""
+    text = value.strip()
+    if text.endswith(("Z", "z")):
+        text = text[:-1] + "+00:00"
+    parsed = datetime.fromisoformat(text)
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=timezone.utc)
+
+
+def format_datetime(value: datetime) -> str:
+    """Format an aware datetime as the spec asks: UTC, ``YYYY-MM-DD HH:MM``."""
+    return value.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M")
+
+
+def _structure_datetime(value: Any, _: type) -> datetime:
+    if isinstance(value, datetime):
+        return value
+    return parse_datetime(value)
+
+
+converter = cattrs.Converter(detailed_validation=False)
+"""The converter for every model: its (un)structure functions are generated once per class."""
+
+converter.register_structure_hook(datetime, _structure_datetime)
+converter.register_unstructure_hook(datetime, format_datetime)
+# Pipedrive's validator types reply_by and conversation_link as optional keys, and conversation_link as a
+# non-null string: leave them out when unset. Attachment's name/size/preview_url are `T | null` there, so
+# they are always sent; link_expires only when set.
+converter.register_unstructure_hook(
+    Message,
+    make_dict_unstructure_fn(
+        Message,
+        converter,
+        reply_by=override(omit_if_default=True),
+        conversation_link=override(omit_if_default=True),
+    ),
+)
+converter.register_unstructure_hook(
+    NewChannel, make_dict_unstructure_fn(NewChannel, converter, avatar_url=override(omit_if_default=True))
+)
+converter.register_unstructure_hook(
+    Attachment,
+    make_dict_unstructure_fn(Attachment, converter, link_expires=override(omit_if_default=True)),
+)

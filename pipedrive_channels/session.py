@@ -1,0 +1,147 @@
+"""The transport: one aiohttp session, the auth header, the base URL, and the mapping of answers to errors.
+
+This is the innermost layer of a call. It sends exactly what it is given to ``base_url + path``, refreshes
+the OAuth token when it is about to expire (and once after a 401, then repeats the request once), and
+turns anything but a successful JSON envelope into a typed :class:`~pipedrive_channels.errors.ApiError`.
+It knows nothing of endpoints, budgets or retries.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from typing import Any, NamedTuple
+
+import aiohttp
+from multidict import CIMultiDictProxy
+from yarl import URL
+
+from .auth import Authorizer, require_secure_url
+from .errors import ApiError, TransportError, error_from_response
+
+__all__ = ["DEFAULT_BASE_URL", "Response", "Session"]
+
+DEFAULT_BASE_URL = "https://api.pipedrive.com/v1"
+"""Where requests go when neither ``base_url`` nor the token's ``api_domain`` says otherwise."""
+
+_log = logging.getLogger("pipedrive_channels")
+
+
+class Response(NamedTuple):
+    """A successful answer: the HTTP status, the decoded JSON envelope (``None`` if empty), the headers."""
+
+    status: int
+    body: Any
+    headers: CIMultiDictProxy[str]
+
+
+class Session:
+    """Sends authenticated requests to Pipedrive and maps the answers.
+
+    :param authorizer: the credentials and their refresh.
+    :param base_url: e.g. ``http://127.0.0.1:8080/v1``; if ``None``, ``{api_domain}/api/v1`` of the current
+        token, else :data:`DEFAULT_BASE_URL`. Plain HTTP is refused unless the host is loopback.
+    :param session: an aiohttp session to use (not closed by :meth:`close`); else one is created on open.
+    :param timeout: seconds for one request, connection included.
+    """
+
+    def __init__(
+        self,
+        authorizer: Authorizer,
+        *,
+        base_url: str | None = None,
+        session: aiohttp.ClientSession | None = None,
+        timeout: float = 30.0,
+    ) -> None:
+        self._auth = authorizer
+        self._explicit_base_url = require_secure_url("base_url", base_url) if base_url is not None else None
+        self._http = session
+        self._owns_http = session is None
+        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._closed = False
+        self._adopt_credentials()
+
+    @property
+    def base_url(self) -> str:
+        """Where the endpoint paths are appended now (follows ``api_domain`` after refreshes)."""
+        return self._base_url
+
+    @property
+    def authorizer(self) -> Authorizer:
+        """The credentials this session sends."""
+        return self._auth
+
+    async def open(self) -> None:
+        """Create the aiohttp session if none was given, and adopt a newer stored token."""
+        if self._closed:
+            raise RuntimeError("this session is closed; create a new client")
+        await self._auth.load_stored()
+        self._adopt_credentials()
+        if self._http is None:
+            self._http = aiohttp.ClientSession(timeout=self._timeout)
+
+    async def close(self) -> None:
+        """Close the aiohttp session if this object created it."""
+        self._closed = True
+        if self._owns_http and self._http is not None:
+            await self._http.close()
+        self._http = None
+
+    async def request(self, method: str, path: str, body: bytes | None = None) -> Response:
+        """Send ``method`` to ``base_url + path`` (``path`` already percent-encoded) with a JSON ``body``.
+
+        :raises ApiError: a subclass per status for non-2xx answers, or ``ApiError`` for ``success: false``.
+        :raises TransportError: no HTTP answer (connection error, dropped connection, timeout).
+        """
+        http = self._http
+        if http is None:
+            raise RuntimeError("the client is not open: use `async with ChannelsClient(...)` or `await open()`")
+        auth = self._auth
+        if auth.refresh_due():
+            await self._refresh(auth.generation)
+        generation = auth.generation
+        status, raw, headers = await self._send(http, method, path, body)
+        if status == 401 and auth.can_refresh:
+            await self._refresh(generation)
+            status, raw, headers = await self._send(http, method, path, body)
+        if _log.isEnabledFor(logging.DEBUG):
+            _log.debug("%s %s -> %d", method, path, status)
+        if not 200 <= status < 300:
+            raise error_from_response(status, raw, headers)
+        try:
+            decoded = json.loads(raw) if raw else None
+        except ValueError as exc:
+            text = raw.decode("utf-8", "replace")
+            raise ApiError(status, "the answer is not JSON", body=text, headers=headers) from exc
+        if isinstance(decoded, dict) and decoded.get("success") is False:
+            raise error_from_response(status, decoded, headers)
+        return Response(status, decoded, headers)
+
+    async def _send(
+        self, http: aiohttp.ClientSession, method: str, path: str, body: bytes | None
+    ) -> tuple[int, bytes, CIMultiDictProxy[str]]:
+        # encoded=True: the path is already percent-encoded, and re-quoting it would turn %2F into a '/'.
+        url = URL(self._base_url + path, encoded=True)
+        try:
+            async with http.request(
+                method, url, data=body, headers=self._headers, timeout=self._timeout
+            ) as response:
+                return response.status, await response.read(), response.headers
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            raise TransportError(f"{method} {path}: {reason}") from exc
+
+    async def _refresh(self, generation: int) -> None:
+        await self._auth.refresh(generation, self._http)
+        self._adopt_credentials()
+
+    def _adopt_credentials(self) -> None:
+        self._headers = {**self._auth.headers, "Content-Type": "application/json"}
+        domain = self._auth.api_domain
+        if self._explicit_base_url is not None:
+            self._base_url = self._explicit_base_url
+        elif domain:
+            self._base_url = require_secure_url("api_domain", domain) + "/api/v1"
+        else:
+            self._base_url = DEFAULT_BASE_URL

@@ -7,8 +7,10 @@ in request headers and form bodies, never in exceptions or logs.
 from __future__ import annotations
 
 import asyncio
+import base64
 import ipaddress
 import json
+import logging
 import os
 import tempfile
 import time
@@ -33,6 +35,8 @@ __all__ = [
     "TokenStore",
     "require_secure_url",
 ]
+
+_log = logging.getLogger("pipedrive_channels")
 
 REFRESH_MARGIN = 60.0
 """Seconds before expiry at which a token is refreshed proactively."""
@@ -230,12 +234,13 @@ class OAuthApp:
     ) -> OAuthToken:
         own_session = session is None
         http = aiohttp.ClientSession() if session is None else session
-        auth = aiohttp.BasicAuth(self.client_id, self.client_secret)
+        # HTTP Basic client authentication (RFC 7617), built here: aiohttp 3.14 deprecates BasicAuth.
+        basic = base64.b64encode(f"{self.client_id}:{self.client_secret}".encode()).decode()
         try:
-            async with http.post(self.token_url, data=form, auth=auth) as response:
+            async with http.post(self.token_url, data=form, headers={"Authorization": f"Basic {basic}"}) as response:
                 body = await response.read()
                 status, headers = response.status, response.headers
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as exc:
             raise TransportError(f"token endpoint unreachable: {type(exc).__name__}") from exc
         finally:
             if own_session:
@@ -322,11 +327,16 @@ class Authorizer:
     async def _refresh(self, http: aiohttp.ClientSession | None) -> None:
         assert self._app is not None and isinstance(self.token, OAuthToken)
         try:
-            token = await self._app.refresh(self.token, session=http)
+            try:
+                token = await self._app.refresh(self.token, session=http)
+            except Exception as exc:
+                _log.warning("OAuth token refresh failed: %s", exc)
+                raise
             if self._store is not None:
                 await self._store.save(token)
             self._set(token)
             self.generation += 1
+            _log.info("OAuth token refreshed; it expires at %s", token.expires_at)
         finally:
             self._flight = None
 

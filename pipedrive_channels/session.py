@@ -105,8 +105,6 @@ class Session:
         if status == 401 and auth.can_refresh:
             await self._refresh(generation)
             status, raw, headers = await self._send(http, method, path, body)
-        if _log.isEnabledFor(logging.DEBUG):
-            _log.debug("%s %s -> %d", method, path, status)
         if not 200 <= status < 300:
             raise error_from_response(status, raw, headers)
         try:
@@ -127,10 +125,14 @@ class Session:
             async with http.request(
                 method, url, data=body, headers=self._headers, timeout=self._timeout
             ) as response:
-                return response.status, await response.read(), response.headers
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+                raw = await response.read()
+        except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as exc:
             reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            _log.debug("%s %s failed: %s", method, path, reason)
             raise TransportError(f"{method} {path}: {reason}") from exc
+        if _log.isEnabledFor(logging.DEBUG):
+            _log.debug("%s %s -> %d", method, path, response.status)
+        return response.status, raw, response.headers
 
     async def _refresh(self, generation: int) -> None:
         await self._auth.refresh(generation, self._http)

@@ -1,0 +1,22 @@
+"""Shared test set-up."""
+
+from __future__ import annotations
+
+import inspect
+from types import SimpleNamespace
+from typing import Any
+
+import aioresponses.core
+from aiohttp import ClientResponse
+
+# aiohttp 3.14 added a required `stream_writer` argument to ClientResponse, which aioresponses 0.7.9 does not
+# pass yet (pnuckowski/aioresponses#289). The mock only reads its `output_size` when the request is already
+# sent, so a stand-in with output_size 0 is enough. Drop this once aioresponses ships the fix.
+if "stream_writer" in inspect.signature(ClientResponse.__init__).parameters:
+
+    class _ClientResponse(ClientResponse):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            kwargs.setdefault("stream_writer", SimpleNamespace(output_size=0))
+            super().__init__(*args, **kwargs)
+
+    aioresponses.core.ClientResponse = _ClientResponse  # type: ignore[misc]

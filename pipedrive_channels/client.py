@@ -35,8 +35,11 @@ def _segment(field: str, value: str) -> str:
     return quote(value, safe="")
 
 
+_encode = json.JSONEncoder(separators=(",", ":")).encode  # built once: json.dumps(separators=) builds one per call
+
+
 def _dumps(value: Any) -> bytes:
-    return json.dumps(value, separators=(",", ":")).encode()
+    return _encode(value).encode()
 
 
 def _decode(cls: type[_T], response: Response) -> _T:

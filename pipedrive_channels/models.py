@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import enum
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import datetime, timezone
 from typing import Any, TypeVar
 
@@ -53,20 +53,31 @@ class MessageStatus(str, enum.Enum):
     FAILED = "failed"
 
 
-def _enum(enum_cls: type[_E], field: str, value: Any) -> _E:
-    try:
-        return enum_cls(value)
-    except ValueError:
-        allowed = ", ".join(repr(member.value) for member in enum_cls)
-        raise ValidationError(field, f"must be one of {allowed}, got {value!r}") from None
+def _enum_converter(enum_cls: type[_E], field: str) -> Callable[[Any], _E]:
+    # A dict lookup instead of enum_cls(value): this runs for every message sent and every answer parsed.
+    members: dict[Any, _E] = {member.value: member for member in enum_cls}
+    members.update({member: member for member in enum_cls})
+    allowed = ", ".join(repr(member.value) for member in enum_cls)
+
+    def convert(value: Any) -> _E:
+        member = members.get(value) if isinstance(value, str) else None
+        if member is None:
+            raise ValidationError(field, f"must be one of {allowed}, got {value!r}")
+        return member
+
+    return convert
+
+
+_status = _enum_converter(MessageStatus, "status")
+_provider_type = _enum_converter(ProviderType, "provider_type")
 
 
 def _to_status(value: MessageStatus | str) -> MessageStatus:
-    return _enum(MessageStatus, "status", value)
+    return _status(value)
 
 
 def _to_provider_type(value: ProviderType | str) -> ProviderType:
-    return _enum(ProviderType, "provider_type", value)
+    return _provider_type(value)
 
 
 def _text(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
@@ -77,7 +88,8 @@ def _text(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
 def _identifier(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
     # IDs end up in URL paths and in Pipedrive's manifest URLs: control characters there are never right.
     _text(instance, attribute, value)
-    if _CONTROL_CHARS.search(value):
+    # isprintable() is the fast check; only a non-printable ID pays for the exact control-character test.
+    if not value.isprintable() and _CONTROL_CHARS.search(value):
         raise ValidationError(attribute.name, "must not contain control characters")
 
 
@@ -86,7 +98,7 @@ def _aware(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
         return
     if not isinstance(value, datetime):
         raise ValidationError(attribute.name, f"must be a datetime, got {type(value).__name__}")
-    if value.tzinfo is None or value.utcoffset() is None:
+    if value.tzinfo is not timezone.utc and (value.tzinfo is None or value.utcoffset() is None):
         raise ValidationError(attribute.name, "must be timezone-aware (naive datetimes are ambiguous)")
 
 
@@ -195,16 +207,24 @@ class Channel:
 
 def parse_datetime(value: str) -> datetime:
     """Parse ``YYYY-MM-DD HH:MM[:SS]`` or ISO 8601 (``Z`` allowed); a value without offset is UTC."""
-    text = value.strip()
-    if text.endswith(("Z", "z")):
-        text = text[:-1] + "+00:00"
-    parsed = datetime.fromisoformat(text)
+    if len(value) in (16, 19) and value[10] in " T":
+        value += "+00:00"  # the spec's form (UTC, no offset): cheaper than replace(tzinfo=) afterwards
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        # Python 3.10's fromisoformat does not take "Z"; 3.11 does and never gets here for it.
+        text = value.strip()
+        if not text.endswith(("Z", "z")):
+            raise
+        parsed = datetime.fromisoformat(text[:-1] + "+00:00")
     return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=timezone.utc)
 
 
 def format_datetime(value: datetime) -> str:
     """Format an aware datetime as the spec asks: UTC, ``YYYY-MM-DD HH:MM``."""
-    return value.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M")
+    if value.tzinfo is not timezone.utc:
+        value = value.astimezone(timezone.utc)
+    return value.isoformat(" ", "minutes")[:16]
 
 
 def _structure_datetime(value: Any, _: type) -> datetime:
@@ -217,6 +237,12 @@ converter = cattrs.Converter(detailed_validation=False)
 """The converter for every model: its (un)structure functions are generated once per class."""
 
 converter.register_structure_hook(datetime, _structure_datetime)
+converter.register_structure_hook_func(
+    lambda cls: cls == tuple[Attachment, ...],
+    lambda items, _: tuple([converter.structure(item, Attachment) for item in items]) if items else (),
+)
+converter.register_structure_hook(MessageStatus, lambda value, _: _status(value))
+converter.register_structure_hook(ProviderType, lambda value, _: _provider_type(value))
 converter.register_unstructure_hook(datetime, format_datetime)
 # Pipedrive's validator types reply_by and conversation_link as optional keys, and conversation_link as a
 # non-null string: leave them out when unset. Attachment's name/size/preview_url are `T | null` there, so

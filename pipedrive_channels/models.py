@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import enum
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from datetime import datetime, timezone
 from typing import Any, TypeVar
 
@@ -53,31 +53,32 @@ class MessageStatus(str, enum.Enum):
     FAILED = "failed"
 
 
-def _enum_converter(enum_cls: type[_E], field: str) -> Callable[[Any], _E]:
+def _members(enum_cls: type[_E]) -> dict[Any, _E]:
     # A dict lookup instead of enum_cls(value): this runs for every message sent and every answer parsed.
-    members: dict[Any, _E] = {member.value: member for member in enum_cls}
-    members.update({member: member for member in enum_cls})
+    return {**{member.value: member for member in enum_cls}, **{member: member for member in enum_cls}}
+
+
+def _not_a_member(enum_cls: type[enum.Enum], field: str, value: Any) -> ValidationError:
     allowed = ", ".join(repr(member.value) for member in enum_cls)
-
-    def convert(value: Any) -> _E:
-        member = members.get(value) if isinstance(value, str) else None
-        if member is None:
-            raise ValidationError(field, f"must be one of {allowed}, got {value!r}")
-        return member
-
-    return convert
+    return ValidationError(field, f"must be one of {allowed}, got {value!r}")
 
 
-_status = _enum_converter(MessageStatus, "status")
-_provider_type = _enum_converter(ProviderType, "provider_type")
+_STATUSES = _members(MessageStatus)
+_PROVIDER_TYPES = _members(ProviderType)
 
 
 def _to_status(value: MessageStatus | str) -> MessageStatus:
-    return _status(value)
+    member = _STATUSES.get(value) if isinstance(value, str) else None
+    if member is None:
+        raise _not_a_member(MessageStatus, "status", value)
+    return member
 
 
 def _to_provider_type(value: ProviderType | str) -> ProviderType:
-    return _provider_type(value)
+    member = _PROVIDER_TYPES.get(value) if isinstance(value, str) else None
+    if member is None:
+        raise _not_a_member(ProviderType, "provider_type", value)
+    return member
 
 
 def _text(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
@@ -87,9 +88,11 @@ def _text(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
 
 def _identifier(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
     # IDs end up in URL paths and in Pipedrive's manifest URLs: control characters there are never right.
+    # isprintable() is the fast check (this runs four times per message); the exact tests run only if it fails.
+    if type(value) is str and value.isprintable() and value:
+        return
     _text(instance, attribute, value)
-    # isprintable() is the fast check; only a non-printable ID pays for the exact control-character test.
-    if not value.isprintable() and _CONTROL_CHARS.search(value):
+    if _CONTROL_CHARS.search(value):
         raise ValidationError(attribute.name, "must not contain control characters")
 
 
@@ -241,8 +244,8 @@ converter.register_structure_hook_func(
     lambda cls: cls == tuple[Attachment, ...],
     lambda items, _: tuple([converter.structure(item, Attachment) for item in items]) if items else (),
 )
-converter.register_structure_hook(MessageStatus, lambda value, _: _status(value))
-converter.register_structure_hook(ProviderType, lambda value, _: _provider_type(value))
+converter.register_structure_hook(MessageStatus, lambda value, _: _to_status(value))
+converter.register_structure_hook(ProviderType, lambda value, _: _to_provider_type(value))
 converter.register_unstructure_hook(datetime, format_datetime)
 # Pipedrive's validator types reply_by and conversation_link as optional keys, and conversation_link as a
 # non-null string: leave them out when unset. Attachment's name/size/preview_url are `T | null` there, so

@@ -117,7 +117,8 @@ class Session:
         if not 200 <= status < 300:
             raise error_from_response(status, raw, headers)
         try:
-            decoded = json.loads(raw) if raw else None
+            # Decoding first skips json.loads' encoding detection on bytes; a non-UTF-8 body is a ValueError too.
+            decoded = json.loads(raw.decode()) if raw else None
         except ValueError as exc:
             text = raw.decode("utf-8", "replace")
             raise ApiError(status, "the answer is not JSON", body=text, headers=headers) from exc

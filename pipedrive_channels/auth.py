@@ -71,10 +71,21 @@ class OAuthToken:
 
     access_token: str = attrs.field(repr=False)
     refresh_token: str | None = attrs.field(default=None, repr=False)
-    expires_at: datetime | None = None
+    expires_at: datetime | None = attrs.field(default=None)
     api_domain: str | None = None
     scope: str | None = None
     token_type: str = "Bearer"
+
+    @access_token.validator
+    def _check_access_token(self, attribute: attrs.Attribute[str], value: str) -> None:
+        if not isinstance(value, str) or not value:
+            raise ValidationError("access_token", "must be a non-empty string")
+
+    @expires_at.validator
+    def _check_expires_at(self, attribute: attrs.Attribute[datetime | None], value: datetime | None) -> None:
+        # A naive expiry would be read as local time by timestamp(): refresh far too early or too late.
+        if value is not None and (not isinstance(value, datetime) or value.utcoffset() is None):
+            raise ValidationError("expires_at", "must be a timezone-aware datetime or None")
 
     @classmethod
     def from_response(cls, data: Mapping[str, Any], now: datetime) -> OAuthToken:

@@ -11,6 +11,23 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+__all__ = [
+    "ApiError",
+    "AuthenticationError",
+    "BadRequestError",
+    "ForbiddenError",
+    "GoneError",
+    "NotFoundError",
+    "PaymentRequiredError",
+    "PipedriveError",
+    "RateLimitError",
+    "ServerError",
+    "TransportError",
+    "UnprocessableError",
+    "ValidationError",
+    "error_from_response",
+]
+
 
 class PipedriveError(Exception):
     """Base class of every error the SDK raises."""

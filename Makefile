@@ -4,7 +4,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench costs clean
+
+SPEC ?= ../shared/spec
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -24,6 +26,12 @@ test: lint
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/overhead_bench.py
+	$(BIN)/python benchmarks/budget_bench.py
+
+# Regenerate the operation-cost table from Pipedrive's OpenAPI files.
+costs: $(STAMP)
+	$(BIN)/python -m pipedrive_channels.costs $(SPEC)/openapi.yaml $(SPEC)/openapi-v2.yaml > pipedrive_channels/costs.json.tmp
+	mv pipedrive_channels/costs.json.tmp pipedrive_channels/costs.json
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

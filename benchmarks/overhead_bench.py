@@ -2,7 +2,8 @@
 
 The fake Pipedrive runs in its own process (as a real server would be elsewhere), so its CPU is charged to
 neither side. For each concurrency, N ``receive_message`` calls go through ``ChannelsClient`` and N posts of
-the same JSON through one bare ``aiohttp.ClientSession``, alternating, best of ``--rounds``. Printed: calls/s,
+the same JSON through one bare ``aiohttp.ClientSession``, alternating, best of ``--rounds``. The SDK's budget
+is ``RateBudget.unlimited()``: this measures the SDK's own cost, not Pipedrive's limits. Printed: calls/s,
 client CPU per call (process time, the figure that the 2-core machine makes honest), and SDK/raw ratios.
 
     python benchmarks/overhead_bench.py [--n 20000] [--concurrency 1 64] [--rounds 5]
@@ -21,7 +22,7 @@ from datetime import datetime, timedelta, timezone
 
 import aiohttp
 
-from pipedrive_channels import ChannelsClient, Message, MessageStatus
+from pipedrive_channels import ChannelsClient, Message, MessageStatus, RateBudget
 from pipedrive_channels.models import converter
 
 TOKEN = "bench-access-token"
@@ -67,7 +68,7 @@ async def raw_aiohttp(base_url: str, bodies: list[dict[str, object]], concurrenc
 
 
 async def sdk(base_url: str, messages: list[Message], concurrency: int) -> tuple[float, float]:
-    async with ChannelsClient(TOKEN, base_url=base_url) as client:
+    async with ChannelsClient(TOKEN, base_url=base_url, budget=RateBudget.unlimited()) as client:
 
         async def call(index: int) -> None:
             await client.receive_message(messages[index])

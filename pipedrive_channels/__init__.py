@@ -1,15 +1,19 @@
 """Asyncio SDK for Pipedrive's Channels API.
 
-Typed endpoint methods over an OAuth session that refreshes tokens once however many calls wait,
-and a fake Pipedrive server (:mod:`pipedrive_channels.testing`) to test against without an account.
+Typed endpoint methods over an OAuth session that refreshes tokens once however many calls wait, a rate
+budget that charges every call its documented cost before it is sent, and a fake Pipedrive server
+(:mod:`pipedrive_channels.testing`) to test against without an account.
 """
 
 from .auth import ApiToken, JsonFileTokenStore, MemoryTokenStore, OAuthApp, OAuthToken, TokenStore
+from .budget import BudgetStats, Plan, Priority, RateBudget, Reservation, TokenBucket
 from .client import ChannelsClient
 from .errors import (
     ApiError,
     AuthenticationError,
     BadRequestError,
+    BudgetExhaustedError,
+    BudgetTimeoutError,
     ForbiddenError,
     GoneError,
     NotFoundError,
@@ -31,6 +35,9 @@ __all__ = [
     "Attachment",
     "AuthenticationError",
     "BadRequestError",
+    "BudgetExhaustedError",
+    "BudgetStats",
+    "BudgetTimeoutError",
     "Channel",
     "ChannelsClient",
     "ForbiddenError",
@@ -44,9 +51,14 @@ __all__ = [
     "OAuthToken",
     "PaymentRequiredError",
     "PipedriveError",
+    "Plan",
+    "Priority",
     "ProviderType",
+    "RateBudget",
     "RateLimitError",
+    "Reservation",
     "ServerError",
+    "TokenBucket",
     "TokenStore",
     "TransportError",
     "UnprocessableError",

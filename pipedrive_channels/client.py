@@ -1,13 +1,15 @@
 """``ChannelsClient``: the four Channels endpoints as typed async methods.
 
-Each method validates its input (raising :class:`~pipedrive_channels.errors.ValidationError` before
-anything is sent), builds the JSON body or the percent-encoded path, and hands it to the session.
+A call flows one way: the method validates its input (raising :class:`~pipedrive_channels.errors.ValidationError`
+before anything is sent) and builds the body or the percent-encoded path; the budget admits and charges the
+attempt; the session sends it; the answer settles the budget (with its rate headers) and becomes a model.
 Every ID is the provider's own, as Pipedrive's Channels API expects.
 """
 
 from __future__ import annotations
 
 import json
+import time
 from types import TracebackType
 from typing import Any, TypeVar
 from urllib.parse import quote
@@ -15,6 +17,8 @@ from urllib.parse import quote
 import aiohttp
 
 from .auth import ApiToken, Authorizer, OAuthApp, OAuthToken, TokenStore
+from .budget import Plan, Priority, RateBudget
+from .costs import operation_cost
 from .errors import ApiError, ValidationError
 from .models import Channel, Message, NewChannel, ProviderType, converter
 from .session import Response, Session
@@ -22,6 +26,12 @@ from .session import Response, Session
 __all__ = ["ChannelsClient"]
 
 _T = TypeVar("_T")
+
+# Documented costs (the spec's x-token-cost, from the shipped table): charged before every attempt.
+_ADD_CHANNEL_COST = operation_cost("POST", "/channels")
+_RECEIVE_MESSAGE_COST = operation_cost("POST", "/channels/messages/receive")
+_DELETE_CHANNEL_COST = operation_cost("DELETE", "/channels/{id}")
+_DELETE_CONVERSATION_COST = operation_cost("DELETE", "/channels/{channel-id}/conversations/{conversation-id}")
 
 
 def _segment(field: str, value: str) -> str:
@@ -69,6 +79,9 @@ class ChannelsClient:
     :param token_store: where refreshed tokens are saved; a newer stored token is adopted on open.
     :param session: an aiohttp session to share (the client does not close it).
     :param timeout: seconds for one HTTP request.
+    :param budget: the rate budget every attempt is charged to; share one between clients of one token.
+        ``None`` means the safest default, ``RateBudget.for_plan(Plan.LITE, seats=1)`` (with API-token burst
+        limits for an :class:`ApiToken`); to turn limiting off, pass ``RateBudget.unlimited()``.
     """
 
     def __init__(
@@ -80,10 +93,15 @@ class ChannelsClient:
         token_store: TokenStore | None = None,
         session: aiohttp.ClientSession | None = None,
         timeout: float = 30.0,
+        budget: RateBudget | None = None,
     ) -> None:
         self._session = Session(
             Authorizer(token, app, token_store), base_url=base_url, session=session, timeout=timeout
         )
+        if budget is None:
+            auth = "api_token" if isinstance(token, ApiToken) else "oauth"
+            budget = RateBudget.for_plan(Plan.LITE, seats=1, auth=auth)
+        self._budget = budget
 
     def __repr__(self) -> str:
         return f"ChannelsClient(base_url={self._session.base_url!r})"
@@ -97,6 +115,11 @@ class ChannelsClient:
     def token(self) -> OAuthToken | ApiToken:
         """The credentials in use now (the refreshed token after a refresh)."""
         return self._session.authorizer.token
+
+    @property
+    def budget(self) -> RateBudget:
+        """The rate budget calls are charged to (see its ``stats()``)."""
+        return self._budget
 
     async def open(self) -> None:
         """Open the HTTP session (``async with`` does this)."""
@@ -123,10 +146,13 @@ class ChannelsClient:
         avatar_url: str | None = None,
         template_support: bool = False,
         provider_type: ProviderType | str = ProviderType.OTHER,
+        priority: Priority = Priority.INTERACTIVE,
+        timeout: float | None = None,
     ) -> Channel:
         """Register a messaging channel (``POST /channels``, cost 10). Only company admins may.
 
         Pipedrive then calls the app's ``getConversations`` endpoint for the channel's history.
+        ``priority`` and ``timeout`` (the most seconds to wait for the budget) work as in every method.
         """
         new = NewChannel(
             name=name,
@@ -135,10 +161,12 @@ class ChannelsClient:
             template_support=template_support,
             provider_type=provider_type,
         )
-        response = await self._session.request("POST", "/channels", _dumps(converter.unstructure(new)))
-        return _decode(Channel, response)
+        body = _dumps(converter.unstructure(new))
+        return _decode(Channel, await self._call("POST", "/channels", body, _ADD_CHANNEL_COST, priority, timeout))
 
-    async def receive_message(self, message: Message) -> Message:
+    async def receive_message(
+        self, message: Message, *, priority: Priority = Priority.INTERACTIVE, timeout: float | None = None
+    ) -> Message:
         """Deliver a message to its conversation (``POST /channels/messages/receive``, cost 10).
 
         Sending the same ``id`` again updates the message, which is how status changes are delivered.
@@ -146,19 +174,55 @@ class ChannelsClient:
         """
         if not isinstance(message, Message):
             raise ValidationError("message", f"must be a Message, got {type(message).__name__}")
-        response = await self._session.request(
-            "POST", "/channels/messages/receive", _dumps(converter.unstructure(message))
-        )
-        return _decode(Message, response)
+        body = _dumps(converter.unstructure(message))
+        path = "/channels/messages/receive"
+        return _decode(Message, await self._call("POST", path, body, _RECEIVE_MESSAGE_COST, priority, timeout))
 
-    async def delete_conversation(self, provider_channel_id: str, conversation_id: str) -> None:
+    async def delete_conversation(
+        self,
+        provider_channel_id: str,
+        conversation_id: str,
+        *,
+        priority: Priority = Priority.INTERACTIVE,
+        timeout: float | None = None,
+    ) -> None:
         """Delete a conversation and its messages (``DELETE /channels/{channel}/conversations/{id}``, cost 6)."""
         path = (
             f"/channels/{_segment('provider_channel_id', provider_channel_id)}"
             f"/conversations/{_segment('conversation_id', conversation_id)}"
         )
-        await self._session.request("DELETE", path)
+        await self._call("DELETE", path, None, _DELETE_CONVERSATION_COST, priority, timeout)
 
-    async def delete_channel(self, provider_channel_id: str) -> None:
+    async def delete_channel(
+        self, provider_channel_id: str, *, priority: Priority = Priority.INTERACTIVE, timeout: float | None = None
+    ) -> None:
         """Delete a channel with all its conversations and messages (``DELETE /channels/{id}``, cost 6)."""
-        await self._session.request("DELETE", f"/channels/{_segment('provider_channel_id', provider_channel_id)}")
+        path = f"/channels/{_segment('provider_channel_id', provider_channel_id)}"
+        await self._call("DELETE", path, None, _DELETE_CHANNEL_COST, priority, timeout)
+
+    async def _call(
+        self, method: str, path: str, body: bytes | None, cost: int, priority: Priority, timeout: float | None
+    ) -> Response:
+        """Charge, send and settle one call; after a 401, refresh the token once and send once more."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        session, budget = self._session, self._budget
+        refreshed = False
+        while True:
+            # Every attempt is charged: the server counts every request it receives.
+            wait = None if deadline is None else max(0.0, deadline - time.monotonic())
+            reservation = await budget.acquire(cost, priority=priority, timeout=wait)
+            generation = session.generation
+            try:
+                response = await session.request(method, path, body)
+            except ApiError as error:
+                reservation.settle(error.headers)
+                if error.status != 401 or refreshed or not session.can_refresh:
+                    raise
+            except BaseException:
+                reservation.settle()
+                raise
+            else:
+                reservation.settle(response.headers)
+                return response
+            refreshed = True
+            await session.refresh(generation)

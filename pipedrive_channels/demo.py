@@ -13,19 +13,29 @@ from collections import Counter
 from datetime import datetime, timedelta, timezone
 
 from .auth import OAuthApp
+from .budget import Plan, RateBudget
 from .client import ChannelsClient
 from .models import Attachment, Message, MessageStatus
 from .testing import FakePipedrive
 
 
-def _operation(method: str, path: str) -> tuple[str, int] | None:
-    """Name a recorded request and its documented token cost (the spec's x-token-cost), or None."""
-    if "/channels" not in path:
-        return None  # the token endpoint
+def _operation(method: str, path: str) -> str:
+    """Name the Channels operation of a recorded request."""
     rest = path.split("/channels", 1)[1]
     if method == "POST":
-        return ("receive message", 10) if rest == "/messages/receive" else ("add channel", 10)
-    return ("delete conversation", 6) if "/conversations/" in rest else ("delete channel", 6)
+        return "receive message" if rest == "/messages/receive" else "add channel"
+    return "delete conversation" if "/conversations/" in rest else "delete channel"
+
+
+def _busiest_window(arrivals: list[float], window: float = 2.0) -> int:
+    """The most requests the server saw in any interval of ``window`` seconds."""
+    arrivals = sorted(arrivals)
+    most = start = 0
+    for end, at in enumerate(arrivals):
+        while at - arrivals[start] >= window:
+            start += 1
+        most = max(most, end - start + 1)
+    return most
 
 
 def _messages(channel_id: str, count: int, conversations: int) -> list[Message]:
@@ -53,7 +63,8 @@ def _messages(channel_id: str, count: int, conversations: int) -> list[Message]:
 async def run_demo(messages: int = 300, conversations: int = 20, concurrency: int = 32) -> None:
     """Run the demo and print a summary."""
     started = time.perf_counter()
-    async with FakePipedrive() as fake:
+    # The fake enforces a Growth plan's burst limit (160 requests per 2 s) and answers 429 beyond it.
+    async with FakePipedrive(rate_limit=160, enforce_rate_limit=True) as fake:
         print(f"pipedrive-channels demo against the embedded fake Pipedrive at {fake.root_url}")
         redirect = "http://127.0.0.1/callback"
         app = OAuthApp(fake.client_id, fake.client_secret, redirect_uri=redirect,
@@ -62,7 +73,9 @@ async def run_demo(messages: int = 300, conversations: int = 20, concurrency: in
         print(f"  OAuth: authorization code exchanged; token expires {token.expires_at:%H:%M:%S} UTC, "
               f"api_domain {token.api_domain}")
 
-        async with ChannelsClient(token, app=app) as client:
+        # The same plan's limits on our side: the budget paces the messages so that none gets a 429.
+        budget = RateBudget.for_plan(Plan.GROWTH, seats=1)
+        async with ChannelsClient(token, app=app, budget=budget) as client:
             channel = await client.add_channel(name="Demo support line", provider_channel_id="demo-channel")
             print(f"  channel added: Pipedrive id {channel.id}, provider_channel_id {channel.provider_channel_id}")
 
@@ -85,14 +98,13 @@ async def run_demo(messages: int = 300, conversations: int = 20, concurrency: in
             await client.delete_channel(channel.provider_channel_id)
             print(f"  conversation-0 deleted, then the channel; the server holds {len(fake.channels)} channels")
 
-        calls: Counter[str] = Counter()
-        cost = 0
-        for request in fake.requests:
-            operation = _operation(request.method, request.path)
-            if operation is not None:
-                calls[operation[0]] += 1
-                cost += operation[1]
+        calls = Counter(_operation(r.method, r.path) for r in fake.requests if "/channels" in r.path)
+        busiest = _busiest_window([r.at for r in fake.requests if "/channels" in r.path])
+    stats = budget.stats()
     detail = ", ".join(f"{name} {count}" for name, count in calls.items())
-    print(f"  calls: {sum(calls.values())} ({detail}); token endpoint: {fake.token_requests}")
-    print(f"  cost: {cost:,} tokens of the daily budget (x-token-cost 10/10/6/6)")
+    print(f"  calls: {sum(calls.values())} ({detail}); token endpoint: {fake.token_requests}; "
+          f"429 answers: {sum(r.status == 429 for r in fake.requests)}")
+    print(f"  budget: {stats.tokens_charged:,.0f} tokens charged for {stats.requests_admitted} requests "
+          f"(x-token-cost 10/10/6/6); longest wait {stats.max_wait:.2f} s; the server saw at most {busiest} "
+          f"requests in any 2 s (limit {budget.requests_per_window})")
     print(f"  time: {time.perf_counter() - started:.2f} s")

@@ -15,6 +15,8 @@ __all__ = [
     "ApiError",
     "AuthenticationError",
     "BadRequestError",
+    "BudgetExhaustedError",
+    "BudgetTimeoutError",
     "ForbiddenError",
     "GoneError",
     "NotFoundError",
@@ -40,6 +42,23 @@ class ValidationError(PipedriveError, ValueError):
         super().__init__(f"{field}: {reason}")
         self.field = field
         self.reason = reason
+
+
+class BudgetTimeoutError(PipedriveError, TimeoutError):
+    """The call could not be admitted by the rate budget before its deadline; nothing was sent or charged."""
+
+
+class BudgetExhaustedError(PipedriveError):
+    """The daily token budget is spent: nothing was sent or charged.
+
+    :param retry_at: the budget clock's time at which the call would be admitted (``None`` if unknown).
+    :param retry_after: seconds from now until then (``None`` if unknown).
+    """
+
+    def __init__(self, message: str, *, retry_at: float | None = None, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_at = retry_at
+        self.retry_after = retry_after
 
 
 class TransportError(PipedriveError):

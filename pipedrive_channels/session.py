@@ -1,9 +1,9 @@
 """The transport: one aiohttp session, the auth header, the base URL, and the mapping of answers to errors.
 
 This is the innermost layer of a call. It sends exactly what it is given to ``base_url + path``, refreshes
-the OAuth token when it is about to expire (and once after a 401, then repeats the request once), and
-turns anything but a successful JSON envelope into a typed :class:`~pipedrive_channels.errors.ApiError`.
-It knows nothing of endpoints, budgets or retries.
+the OAuth token when it is about to expire, and turns anything but a successful JSON envelope into a typed
+:class:`~pipedrive_channels.errors.ApiError`. It knows nothing of endpoints, budgets or retries: the caller
+decides whether a 401 is worth a :meth:`Session.refresh` and a second attempt.
 """
 
 from __future__ import annotations
@@ -97,8 +97,25 @@ class Session:
             await self._http.close()
         self._http = None
 
+    @property
+    def generation(self) -> int:
+        """How many times the token was refreshed; note it before sending, to refresh after a 401."""
+        return self._auth.generation
+
+    @property
+    def can_refresh(self) -> bool:
+        """Whether a 401 can be answered by refreshing the token."""
+        return self._auth.can_refresh
+
+    async def refresh(self, generation: int) -> None:
+        """Refresh the token unless that already happened since ``generation`` (single-flight)."""
+        await self._auth.refresh(generation, self._http)
+        self._adopt_credentials()
+
     async def request(self, method: str, path: str, body: bytes | None = None) -> Response:
         """Send ``method`` to ``base_url + path`` (``path`` already percent-encoded) with a JSON ``body``.
+
+        Refreshes the token first when it expires within the margin.
 
         :raises ApiError: a subclass per status for non-2xx answers, or ``ApiError`` for ``success: false``.
         :raises TransportError: no HTTP answer (connection error, dropped connection, timeout).
@@ -106,14 +123,20 @@ class Session:
         http = self._http
         if http is None:
             raise RuntimeError("the client is not open: use `async with ChannelsClient(...)` or `await open()`")
-        auth = self._auth
-        if auth.refresh_due():
-            await self._refresh(auth.generation)
-        generation = auth.generation
-        status, raw, headers = await self._send(http, method, path, body)
-        if status == 401 and auth.can_refresh:
-            await self._refresh(generation)
-            status, raw, headers = await self._send(http, method, path, body)
+        if self._auth.refresh_due():
+            await self.refresh(self._auth.generation)
+        try:
+            async with http.request(
+                method, _url(self._base_url + path), data=body, headers=self._headers, timeout=self._timeout
+            ) as response:
+                raw = await response.read()
+        except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as exc:
+            reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            _log.debug("%s %s failed: %s", method, path, reason)
+            raise TransportError(f"{method} {path}: {reason}") from exc
+        status, headers = response.status, response.headers
+        if _log.isEnabledFor(logging.DEBUG):
+            _log.debug("%s %s -> %d", method, path, status)
         if not 200 <= status < 300:
             raise error_from_response(status, raw, headers)
         try:
@@ -125,27 +148,6 @@ class Session:
         if isinstance(decoded, dict) and decoded.get("success") is False:
             raise error_from_response(status, decoded, headers)
         return Response(status, decoded, headers)
-
-    async def _send(
-        self, http: aiohttp.ClientSession, method: str, path: str, body: bytes | None
-    ) -> tuple[int, bytes, CIMultiDictProxy[str]]:
-        url = _url(self._base_url + path)
-        try:
-            async with http.request(
-                method, url, data=body, headers=self._headers, timeout=self._timeout
-            ) as response:
-                raw = await response.read()
-        except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as exc:
-            reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-            _log.debug("%s %s failed: %s", method, path, reason)
-            raise TransportError(f"{method} {path}: {reason}") from exc
-        if _log.isEnabledFor(logging.DEBUG):
-            _log.debug("%s %s -> %d", method, path, response.status)
-        return response.status, raw, response.headers
-
-    async def _refresh(self, generation: int) -> None:
-        await self._auth.refresh(generation, self._http)
-        self._adopt_credentials()
 
     def _adopt_credentials(self) -> None:
         self._headers = {**self._auth.headers, "Content-Type": "application/json"}

@@ -20,6 +20,7 @@ from pipedrive_channels import (
     Attachment,
     AuthenticationError,
     BadRequestError,
+    BudgetTimeoutError,
     ChannelsClient,
     GoneError,
     JsonFileTokenStore,
@@ -29,6 +30,8 @@ from pipedrive_channels import (
     OAuthApp,
     OAuthToken,
     ProviderType,
+    RateBudget,
+    RateLimitError,
     ServerError,
     TransportError,
 )
@@ -114,7 +117,7 @@ async def test_200_concurrent_calls_with_an_expired_token_refresh_once(fake: Fak
     fake.token_latency = 0.05  # keep the refresh in flight while the other calls arrive
     expired = OAuthToken(token.access_token, token.refresh_token, datetime.now(timezone.utc) - timedelta(seconds=1),
                          token.api_domain)
-    async with ChannelsClient(expired, app=app_for(fake)) as client:
+    async with ChannelsClient(expired, app=app_for(fake), budget=RateBudget.unlimited()) as client:
         await client.add_channel(name="n", provider_channel_id="ch-1")
         assert fake.token_requests == 2  # the install, then one refresh
         await asyncio.gather(*(client.receive_message(message(i)) for i in range(200)))
@@ -123,7 +126,7 @@ async def test_200_concurrent_calls_with_an_expired_token_refresh_once(fake: Fak
 
 
 async def test_200_concurrent_calls_hitting_401_share_one_refresh(fake: FakePipedrive) -> None:
-    async with ChannelsClient(await installed_token(fake), app=app_for(fake)) as client:
+    async with ChannelsClient(await installed_token(fake), app=app_for(fake), budget=RateBudget.unlimited()) as client:
         await client.add_channel(name="n", provider_channel_id="ch-1")
         fake.expire_access_tokens()
         fake.token_latency = 0.05
@@ -269,3 +272,57 @@ async def test_no_secret_reaches_a_log_record_or_an_error(
     assert "refreshed" in caplog.text
     for secret in secrets:
         assert secret and not any(secret in text for text in seen)
+
+
+def busiest_window(arrivals: list[float], window: float = 2.0) -> int:
+    """The most arrivals in any interval [t, t + window) the server saw."""
+    arrivals = sorted(arrivals)
+    most, start = 0, 0
+    for end, at in enumerate(arrivals):
+        while at - arrivals[start] >= window:
+            start += 1
+        most = max(most, end - start + 1)
+    return most
+
+
+async def test_200_concurrent_calls_within_80_per_2s_get_no_429() -> None:
+    async with FakePipedrive(rate_limit=80, enforce_rate_limit=True) as fake:
+        fake.add_access_token("token")
+        async with ChannelsClient("token", base_url=fake.base_url) as client:  # the default: Lite, 80 per 2 s
+            await client.add_channel(name="n", provider_channel_id="ch-1")
+            await asyncio.gather(*(client.receive_message(message(i)) for i in range(200)))
+            stats = client.budget.stats()
+    statuses = [r.status for r in fake.requests]
+    assert statuses.count(429) == 0 and statuses.count(200) == 201
+    assert busiest_window([r.at for r in fake.requests]) == 80  # exact: full, never over
+    assert (stats.requests_admitted, stats.tokens_charged) == (201, 2010)
+
+
+async def test_every_attempt_is_charged_including_the_repeat_after_a_401(fake: FakePipedrive) -> None:
+    budget = RateBudget(requests_per_window=100, tokens_per_day=1_000)
+    async with ChannelsClient(await installed_token(fake), app=app_for(fake), budget=budget) as client:
+        fake.expire_access_tokens()
+        await client.add_channel(name="n", provider_channel_id="c")  # 401, refresh, repeat: two attempts
+        await client.delete_channel("c")
+    stats = budget.stats()
+    assert (stats.requests_admitted, stats.tokens_charged) == (3, 10 + 10 + 6)
+
+
+async def test_a_429_with_remaining_zero_holds_the_next_call(fake: FakePipedrive) -> None:
+    async with ChannelsClient(await installed_token(fake)) as client:
+        await client.add_channel(name="n", provider_channel_id="ch-1")
+        fake.fail_next(1, 429, headers={"x-ratelimit-remaining": "0", "x-ratelimit-reset": "0.3"})
+        with pytest.raises(RateLimitError):
+            await client.receive_message(message(1))
+        await client.receive_message(message(2))
+    refused, next_call = [r for r in fake.requests if r.path.endswith("/receive")]
+    assert refused.status == 429 and next_call.at - refused.at >= 0.3
+
+
+async def test_a_call_that_cannot_be_admitted_in_time_sends_nothing(fake: FakePipedrive) -> None:
+    budget = RateBudget(requests_per_window=1, window=2.0)
+    async with ChannelsClient(await installed_token(fake), budget=budget) as client:
+        await client.add_channel(name="n", provider_channel_id="ch-1")
+        with pytest.raises(BudgetTimeoutError):
+            await client.receive_message(message(1), timeout=0.5)
+    assert len(channel_requests(fake)) == 1

@@ -114,22 +114,11 @@ class _Gate:
     def __len__(self) -> int:
         return len(self._lanes[0]) + len(self._lanes[1])
 
-    def try_admit(self, cost: float) -> float | None:
-        """Admit at once if nobody waits and the policy allows; return the admission time, else None."""
-        if self._lanes[0] or self._lanes[1]:
-            return None
-        now = self._clock()
-        if self._policy._delay(cost, now)[0] > 0:
-            return None
-        self._policy._charge(cost, now)
-        self.requests += 1
-        return now
-
     async def admit(self, cost: float, lane: int, timeout: float | None) -> float:
-        """Wait until ``cost`` is admitted in ``lane``; return the admission time."""
-        admitted = self.try_admit(cost)
-        if admitted is not None:
-            return admitted
+        """Queue until ``cost`` is admitted in ``lane``; return the admission time.
+
+        The slow path: callers first try to admit at once, with nobody waiting, without a coroutine.
+        """
         now = self._clock()
         deadline = None if timeout is None else now + timeout
         if deadline is not None:
@@ -227,9 +216,10 @@ def _refusal(now: float, delay: float, daily: bool) -> Exception:
 
 
 def _check_cost(cost: float, capacity: float) -> None:
-    if isinstance(cost, bool) or not isinstance(cost, int | float) or not cost >= 0:
-        raise ValueError(f"cost must be a non-negative number, got {cost!r}")
-    if cost > capacity:
+    # One chained comparison on the hot path; NaN fails it too. A non-number raises TypeError here.
+    if not 0 <= cost <= capacity:
+        if not cost >= 0:
+            raise ValueError(f"cost must be a non-negative number, got {cost!r}")
         raise ValueError(f"cost {cost} exceeds the capacity {capacity}: it could never be admitted")
 
 
@@ -266,12 +256,19 @@ class TokenBucket:
         :raises BudgetExhaustedError: they cannot be available within ``timeout`` seconds (nothing is taken).
         """
         _check_cost(cost, self.capacity)
-        await self._gate.admit(cost, 0, timeout)
+        if not self._admit_now(cost):
+            await self._gate.admit(cost, 0, timeout)
 
     def try_acquire(self, cost: float) -> bool:
         """Take ``cost`` tokens if they are available now and nobody waits; never waits."""
         _check_cost(cost, self.capacity)
-        return self._gate.try_admit(cost) is not None
+        return self._admit_now(cost)
+
+    def _admit_now(self, cost: float) -> bool:
+        if self._gate._lanes[0] or not self._take_now(cost, self._clock()):
+            return False
+        self._gate.requests += 1
+        return True
 
     def lower_to(self, tokens: float) -> None:
         """Lower the available tokens to ``tokens`` (e.g. what the server says is left); never raises them."""
@@ -281,7 +278,19 @@ class TokenBucket:
     def _refill(self, now: float) -> None:
         if now > self._updated:
             self._tokens = min(self.capacity, self._tokens + (now - self._updated) * self.refill_per_second)
-        self._updated = max(self._updated, now)
+            self._updated = now
+
+    def _take_now(self, cost: float, now: float) -> bool:
+        """Take ``cost`` if it is there at ``now``: the hot path's whole check, in one call (refill inlined)."""
+        tokens = self._tokens
+        if now > self._updated:
+            tokens = min(self.capacity, tokens + (now - self._updated) * self.refill_per_second)
+            self._updated = now
+        if tokens < cost:
+            self._tokens = tokens
+            return False
+        self._tokens = tokens - cost
+        return True
 
     def _delay(self, cost: float, now: float) -> tuple[float, bool]:
         self._refill(now)
@@ -372,6 +381,7 @@ class RateBudget:
                 raise ValueError("tokens_per_day and daily_burst must be > 0")
             share = tokens_per_day * daily_share
             self._daily = TokenBucket(min(share, daily_burst or share), share / DAY, clock=clock)
+        self._capacity = self._daily.capacity if self._daily else math.inf
         self._unlimited = False
         self._slot_ends: deque[float] = deque()  # when settled slots free up, ascending
         self._in_flight = 0  # admitted, not yet settled: taken until they settle
@@ -418,8 +428,10 @@ class RateBudget:
             self._tokens_charged += cost
             self._gate.requests += 1
             return _UNLIMITED_RESERVATION
-        _check_cost(cost, self._daily.capacity if self._daily else math.inf)
-        admitted = await self._gate.admit(cost, Priority(priority), timeout)
+        _check_cost(cost, self._capacity)
+        admitted = self._admit_now(cost)  # the common case, without a second coroutine
+        if admitted is None:
+            admitted = await self._gate.admit(cost, Priority(priority), timeout)
         return Reservation(self, admitted, cost)
 
     def try_acquire(self, cost: float) -> Reservation | None:
@@ -428,8 +440,8 @@ class RateBudget:
             self._tokens_charged += cost
             self._gate.requests += 1
             return _UNLIMITED_RESERVATION
-        _check_cost(cost, self._daily.capacity if self._daily else math.inf)
-        admitted = self._gate.try_admit(cost)
+        _check_cost(cost, self._capacity)
+        admitted = self._admit_now(cost)
         return None if admitted is None else Reservation(self, admitted, cost)
 
     def hold(self, seconds: float) -> None:
@@ -465,6 +477,21 @@ class RateBudget:
         """Tokens charged, requests admitted, total and longest wait, and how many wait now."""
         gate = self._gate
         return BudgetStats(self._tokens_charged, gate.requests, gate.total_wait, gate.max_wait, len(gate))
+
+    def _admit_now(self, cost: float) -> float | None:
+        """Admit and charge at once if nobody waits and both limits allow it; return the admission time."""
+        lanes = self._gate._lanes
+        if lanes[0] or lanes[1]:
+            return None  # never overtake a waiter
+        now = self._clock()
+        if now < self._hold_until or self._free(now) < 1:
+            return None
+        if self._daily is not None and not self._daily._take_now(cost, now):
+            return None
+        self._in_flight += 1
+        self._tokens_charged += cost
+        self._gate.requests += 1
+        return now
 
     # -- the policy the gate asks --------------------------------------------------------------------------
 
@@ -502,13 +529,16 @@ class RateBudget:
         self._in_flight -= 1
         # now + window is never earlier than any slot end already there, so the deque stays sorted.
         self._slot_ends.append(self._clock() + self.window)
-        self._reschedule()
+        lanes = self._gate._lanes
+        if lanes[0] or lanes[1]:
+            self._gate.wake()
 
     def _abandon(self, admitted_at: float) -> None:
         self._dropped.append(admitted_at)
 
     def _reschedule(self) -> None:
-        if len(self._gate):
+        lanes = self._gate._lanes
+        if lanes[0] or lanes[1]:
             self._gate.wake()
 
 

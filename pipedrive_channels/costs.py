@@ -56,8 +56,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     paths = list(sys.argv[1:] if argv is None else argv)
     if not 1 <= len(paths) <= 2:
         raise SystemExit("usage: python -m pipedrive_channels.costs V1_SPEC [V2_SPEC]")
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml's loader is ~10x faster on these specs
     result = {
-        version: generate(yaml.safe_load(Path(path).read_text(encoding="utf-8")))
+        version: generate(yaml.load(Path(path).read_text(encoding="utf-8"), Loader=loader))
         for version, path in zip(("v1", "v2"), paths, strict=False)
     }
     json.dump(result, sys.stdout, indent=1)

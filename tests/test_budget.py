@@ -389,3 +389,37 @@ def test_no_interleaving_of_acquires_cancels_and_settles_over_admits(operations:
         await asyncio.gather(*pending, return_exceptions=True)
 
     asyncio.run(run())
+
+
+async def test_a_task_cancelled_right_after_admission_keeps_its_charge(clock: FakeTime) -> None:
+    budget = RateBudget(requests_per_window=1, window=2.0, tokens_per_day=1_000, clock=clock)
+    first = await budget.acquire(10)
+    admitted_then_cancelled = start(budget.acquire(10))
+    await clock.advance(0)
+    first.settle()  # the slot frees at t + 2
+    clock.now += 2.0  # time passes without a loop iteration
+    budget.observe({})  # a sync point re-checks the queue: the waiter is admitted...
+    admitted_then_cancelled.cancel()  # ...and its task is cancelled before it runs again
+    await clock.advance(0)
+    assert admitted_then_cancelled.cancelled()
+    assert budget.stats().tokens_charged == 20  # what was admitted stays charged (the server may have it)
+    assert budget.try_acquire(10) is None  # and its slot is held a window from its admission
+    await clock.advance(2.0)
+    assert budget.try_acquire(10) is not None
+
+
+async def test_one_budget_shared_by_many_tasks_never_over_admits(clock: FakeTime) -> None:
+    budget = RateBudget(requests_per_window=5, window=1.0, clock=clock)
+    admitted_at: list[float] = []
+
+    async def call() -> None:
+        reservation = await budget.acquire(1)
+        admitted_at.append(clock.now)
+        reservation.settle()
+
+    tasks = [start(call()) for _ in range(50)]
+    for _ in range(12):
+        await clock.advance(1.0)
+    await asyncio.gather(*tasks)
+    assert len(admitted_at) == 50
+    assert max(sum(1 for t in admitted_at if start_at <= t < start_at + 1.0) for start_at in admitted_at) == 5

@@ -26,6 +26,7 @@ from .errors import (
     ValidationError,
 )
 from .models import Attachment, Channel, Message, MessageStatus, ProviderType
+from .retry import Repeat, RetryPolicy
 
 __version__ = "0.1.0"
 
@@ -56,7 +57,9 @@ __all__ = [
     "ProviderType",
     "RateBudget",
     "RateLimitError",
+    "Repeat",
     "Reservation",
+    "RetryPolicy",
     "ServerError",
     "TokenBucket",
     "TokenStore",

@@ -19,8 +19,9 @@ import aiohttp
 from .auth import ApiToken, Authorizer, OAuthApp, OAuthToken, TokenStore
 from .budget import Plan, Priority, RateBudget
 from .costs import operation_cost
-from .errors import ApiError, ValidationError
+from .errors import ApiError, PipedriveError, ValidationError
 from .models import Channel, Message, NewChannel, ProviderType, converter
+from .retry import Repeat, RetryPolicy
 from .session import Response, Session
 
 __all__ = ["ChannelsClient"]
@@ -82,6 +83,7 @@ class ChannelsClient:
     :param budget: the rate budget every attempt is charged to; share one between clients of one token.
         ``None`` means the safest default, ``RateBudget.for_plan(Plan.LITE, seats=1)`` (with API-token burst
         limits for an :class:`ApiToken`); to turn limiting off, pass ``RateBudget.unlimited()``.
+    :param retry: when to send a failed call again (default ``RetryPolicy()``; ``RetryPolicy.none()`` never).
     """
 
     def __init__(
@@ -94,6 +96,7 @@ class ChannelsClient:
         session: aiohttp.ClientSession | None = None,
         timeout: float = 30.0,
         budget: RateBudget | None = None,
+        retry: RetryPolicy | None = None,
     ) -> None:
         self._session = Session(
             Authorizer(token, app, token_store), base_url=base_url, session=session, timeout=timeout
@@ -102,6 +105,7 @@ class ChannelsClient:
             auth = "api_token" if isinstance(token, ApiToken) else "oauth"
             budget = RateBudget.for_plan(Plan.LITE, seats=1, auth=auth)
         self._budget = budget
+        self._retry = RetryPolicy() if retry is None else retry
 
     def __repr__(self) -> str:
         return f"ChannelsClient(base_url={self._session.base_url!r})"
@@ -162,7 +166,8 @@ class ChannelsClient:
             provider_type=provider_type,
         )
         body = _dumps(converter.unstructure(new))
-        return _decode(Channel, await self._call("POST", "/channels", body, _ADD_CHANNEL_COST, priority, timeout))
+        response = await self._call("POST", "/channels", body, _ADD_CHANNEL_COST, priority, timeout, Repeat.UNSAFE)
+        return _decode(Channel, response)
 
     async def receive_message(
         self, message: Message, *, priority: Priority = Priority.INTERACTIVE, timeout: float | None = None
@@ -175,8 +180,8 @@ class ChannelsClient:
         if not isinstance(message, Message):
             raise ValidationError("message", f"must be a Message, got {type(message).__name__}")
         body = _dumps(converter.unstructure(message))
-        path = "/channels/messages/receive"
-        return _decode(Message, await self._call("POST", path, body, _RECEIVE_MESSAGE_COST, priority, timeout))
+        path, cost = "/channels/messages/receive", _RECEIVE_MESSAGE_COST
+        return _decode(Message, await self._call("POST", path, body, cost, priority, timeout, Repeat.IDEMPOTENT))
 
     async def delete_conversation(
         self,
@@ -191,24 +196,47 @@ class ChannelsClient:
             f"/channels/{_segment('provider_channel_id', provider_channel_id)}"
             f"/conversations/{_segment('conversation_id', conversation_id)}"
         )
-        await self._call("DELETE", path, None, _DELETE_CONVERSATION_COST, priority, timeout)
+        await self._call("DELETE", path, None, _DELETE_CONVERSATION_COST, priority, timeout, Repeat.DELETE)
 
     async def delete_channel(
         self, provider_channel_id: str, *, priority: Priority = Priority.INTERACTIVE, timeout: float | None = None
     ) -> None:
         """Delete a channel with all its conversations and messages (``DELETE /channels/{id}``, cost 6)."""
         path = f"/channels/{_segment('provider_channel_id', provider_channel_id)}"
-        await self._call("DELETE", path, None, _DELETE_CHANNEL_COST, priority, timeout)
+        await self._call("DELETE", path, None, _DELETE_CHANNEL_COST, priority, timeout, Repeat.DELETE)
 
     async def _call(
-        self, method: str, path: str, body: bytes | None, cost: int, priority: Priority, timeout: float | None
+        self,
+        method: str,
+        path: str,
+        body: bytes | None,
+        cost: int,
+        priority: Priority,
+        timeout: float | None,
+        repeat: Repeat,
     ) -> Response:
-        """Charge, send and settle one call; after a 401, refresh the token once and send once more."""
-        deadline = None if timeout is None else time.monotonic() + timeout
+        """Send one call; after a failure worth it, hand over to the retry policy (never before)."""
+        started = time.monotonic()
+        deadline = None if timeout is None else started + timeout
+        try:
+            return await self._attempt(method, path, body, cost, priority, deadline)
+        except PipedriveError as error:
+
+            async def again() -> Response:
+                return await self._attempt(method, path, body, cost, priority, deadline)
+
+            return await self._retry.retry(
+                error, again, repeat=repeat, budget=self._budget, started=started, deadline=deadline
+            )
+
+    async def _attempt(
+        self, method: str, path: str, body: bytes | None, cost: int, priority: Priority, deadline: float | None
+    ) -> Response:
+        """Charge, send and settle one attempt; after a 401, refresh the token once and send once more."""
         session, budget = self._session, self._budget
         refreshed = False
         while True:
-            # Every attempt is charged: the server counts every request it receives.
+            # Every request is charged before it is sent: the server counts every request it receives.
             wait = None if deadline is None else max(0.0, deadline - time.monotonic())
             reservation = await budget.acquire(cost, priority=priority, timeout=wait)
             generation = session.generation

@@ -32,7 +32,14 @@ __all__ = [
 
 
 class PipedriveError(Exception):
-    """Base class of every error the SDK raises."""
+    """Base class of every error the SDK raises.
+
+    ``attempts`` and ``elapsed`` say how many attempts the call made and how many seconds it took in all,
+    once the client gives up with this error (1 and ``None`` until then).
+    """
+
+    attempts: int = 1
+    elapsed: float | None = None
 
 
 class ValidationError(PipedriveError, ValueError):
@@ -64,8 +71,13 @@ class BudgetExhaustedError(PipedriveError):
 class TransportError(PipedriveError):
     """The request did not get an HTTP answer: connection refused or dropped, or a timeout.
 
-    The original exception is chained as ``__cause__``.
+    The original exception is chained as ``__cause__``. ``request_sent`` is False only when the request
+    surely never left (the connection could not be made): otherwise the server may have processed it.
     """
+
+    def __init__(self, message: str, *, request_sent: bool = True) -> None:
+        super().__init__(message)
+        self.request_sent = request_sent
 
 
 class ApiError(PipedriveError):

@@ -29,6 +29,13 @@ DEFAULT_BASE_URL = "https://api.pipedrive.com/v1"
 _log = logging.getLogger("pipedrive_channels")
 
 
+# Failures that happen before a byte of the request is sent: retrying them can never act twice.
+_NOT_SENT: tuple[type[BaseException], ...] = (
+    aiohttp.ClientConnectorError,
+    *((aiohttp.ConnectionTimeoutError,) if hasattr(aiohttp, "ConnectionTimeoutError") else ()),
+)
+
+
 @functools.lru_cache(maxsize=1024)
 def _url(text: str) -> URL:
     # encoded=True: the path is already percent-encoded, and re-quoting could turn %2F into a '/'.
@@ -133,7 +140,7 @@ class Session:
         except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as exc:
             reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
             _log.debug("%s %s failed: %s", method, path, reason)
-            raise TransportError(f"{method} {path}: {reason}") from exc
+            raise TransportError(f"{method} {path}: {reason}", request_sent=not isinstance(exc, _NOT_SENT)) from exc
         status, headers = response.status, response.headers
         if _log.isEnabledFor(logging.DEBUG):
             _log.debug("%s %s -> %d", method, path, status)

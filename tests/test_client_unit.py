@@ -24,7 +24,9 @@ from pipedrive_channels import (
     NotFoundError,
     PaymentRequiredError,
     ProviderType,
+    RateBudget,
     RateLimitError,
+    RetryPolicy,
     ServerError,
     TransportError,
     UnprocessableError,
@@ -47,7 +49,8 @@ def mocked() -> Any:
 
 @pytest.fixture
 async def client() -> AsyncIterator[ChannelsClient]:
-    async with ChannelsClient(TOKEN) as client:
+    # These tests are about one request and its answer: no budget waits, no retries.
+    async with ChannelsClient(TOKEN, budget=RateBudget.unlimited(), retry=RetryPolicy.none()) as client:
         yield client
 
 

@@ -32,6 +32,7 @@ from pipedrive_channels import (
     ProviderType,
     RateBudget,
     RateLimitError,
+    RetryPolicy,
     ServerError,
     TransportError,
 )
@@ -190,7 +191,7 @@ async def test_a_retired_endpoint_fails_clearly_once(
 
 
 async def test_server_errors_and_dropped_connections_are_typed(fake: FakePipedrive) -> None:
-    async with ChannelsClient(await installed_token(fake)) as client:
+    async with ChannelsClient(await installed_token(fake), retry=RetryPolicy.none()) as client:
         fake.fail_next(1, 400, body={"success": False, "error": "bad", "additional_data": {"code": "INVALID_BODY"}})
         with pytest.raises(BadRequestError) as info:
             await client.add_channel(name="n", provider_channel_id="ch-1")
@@ -309,7 +310,7 @@ async def test_every_attempt_is_charged_including_the_repeat_after_a_401(fake: F
 
 
 async def test_a_429_with_remaining_zero_holds_the_next_call(fake: FakePipedrive) -> None:
-    async with ChannelsClient(await installed_token(fake)) as client:
+    async with ChannelsClient(await installed_token(fake), retry=RetryPolicy.none()) as client:
         await client.add_channel(name="n", provider_channel_id="ch-1")
         fake.fail_next(1, 429, headers={"x-ratelimit-remaining": "0", "x-ratelimit-reset": "0.3"})
         with pytest.raises(RateLimitError):

@@ -4,10 +4,11 @@ The first attempt runs without any retry machinery: a call that succeeds pays no
 after a failure worth retrying does :meth:`RetryPolicy.retry` build tenacity's ``AsyncRetrying`` (stop, wait
 and retry predicates) and replay the failure into it, so its attempt count is the call's.
 
-The wait: on 429 (and on a 503 that says when), the server's word first, ``Retry-After`` in seconds or as an
-HTTP date, else ``x-ratelimit-reset``, never less, plus a little jitter, and the shared budget is held that long
-so every other task pauses too. Otherwise exponential backoff with full jitter, capped at ``backoff_max``.
-A 429 that says the daily budget is spent is not retried: it raises ``BudgetExhaustedError`` at once.
+The wait: on 429, the server's word first, ``Retry-After`` in seconds or as an HTTP date, else
+``x-ratelimit-reset``, never less, plus a little jitter (a 503's ``Retry-After``, for maintenance, likewise), and
+the shared budget is held that long so every other task pauses too. Otherwise exponential backoff with full
+jitter, capped at ``backoff_max``. A 429 that says the daily budget is spent is not retried: it raises
+``BudgetExhaustedError`` at once.
 
 Which calls may be repeated (see :class:`Repeat`): receiving a message is idempotent (same ``id`` updates it);
 deletes are idempotent, and a 404 on a retried delete means an earlier attempt did it; adding a channel is
@@ -31,7 +32,7 @@ from tenacity.stop import stop_base
 from .budget import RateBudget
 from .errors import ApiError, BudgetExhaustedError, NotFoundError, PipedriveError, RateLimitError, TransportError
 
-__all__ = ["Repeat", "RetryPolicy", "server_wait"]
+__all__ = ["Repeat", "RetryPolicy", "retry_after", "server_wait"]
 
 _T = TypeVar("_T")
 _log = logging.getLogger("pipedrive_channels")
@@ -51,29 +52,36 @@ class Repeat(enum.Enum):
     """Sending it again may act twice (add_channel): retried after 429/503 only, unless ``retry_unsafe``."""
 
 
-def server_wait(headers: Mapping[str, str], now: float | None = None) -> float | None:
-    """Seconds the server asked to wait: ``Retry-After`` (seconds or HTTP date), else ``x-ratelimit-reset``.
+def retry_after(headers: Mapping[str, str], now: float | None = None) -> float | None:
+    """Seconds ``Retry-After`` asks for, given in seconds or as an HTTP date (None if absent or unreadable).
 
     :param now: the current epoch time, for HTTP dates (default: ``time.time()``).
     """
-    retry_after = headers.get("Retry-After")
-    if retry_after is not None:
-        try:
-            return max(0.0, float(retry_after))
-        except ValueError:
-            try:
-                when = parsedate_to_datetime(retry_after)
-            except (TypeError, ValueError, IndexError):
-                when = None
-            if when is not None and when.tzinfo is not None:
-                return max(0.0, when.timestamp() - (time.time() if now is None else now))
-    reset = headers.get("x-ratelimit-reset")
-    if reset is not None:
-        try:
-            return max(0.0, float(reset))
-        except ValueError:
-            return None
-    return None
+    value = headers.get("Retry-After")
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+def server_wait(headers: Mapping[str, str], now: float | None = None) -> float | None:
+    """Seconds a 429 asks to wait: ``Retry-After``, else ``x-ratelimit-reset`` (the burst window's reset)."""
+    asked = retry_after(headers, now)
+    if asked is not None:
+        return asked
+    try:
+        return max(0.0, float(headers["x-ratelimit-reset"]))
+    except (KeyError, ValueError):
+        return None
 
 
 def _daily_budget_spent(error: BaseException) -> bool:
@@ -128,10 +136,9 @@ class RetryPolicy:
 
     def wait(self, error: BaseException, attempt: int) -> float:
         """Seconds to wait after attempt number ``attempt`` failed with ``error``."""
-        if isinstance(error, ApiError) and error.status in _NOT_PROCESSED:
-            asked = server_wait(error.headers)
-            if asked is not None:
-                return asked + (random.uniform(0.0, min(1.0, 0.1 * asked + 0.05)) if self.jitter else 0.0)
+        asked = _asked(error)
+        if asked is not None:  # the server's word, never less, plus a little jitter
+            return asked + (random.uniform(0.0, min(1.0, 0.1 * asked + 0.05)) if self.jitter else 0.0)
         backoff = min(self.backoff_max, self.backoff_base * 2.0 ** (attempt - 1))
         return random.uniform(0.0, backoff) if self.jitter else backoff
 
@@ -175,7 +182,7 @@ class RetryPolicy:
             assert isinstance(error, PipedriveError)
             ambiguous_failure = ambiguous_failure or _ambiguous(error)
             wait = state.upcoming_sleep
-            if isinstance(error, ApiError) and error.status in _NOT_PROCESSED:
+            if _asked(error) is not None:
                 budget.hold(wait)  # the server's wait holds every task sharing the budget, not only this one
             _log.warning("attempt %d failed (%s); retrying in %.2f s", state.attempt_number, error, wait)
             if self.on_retry is not None:
@@ -205,6 +212,15 @@ class _StopBefore(stop_base):
 
     def __call__(self, retry_state: RetryCallState) -> bool:
         return time.monotonic() + retry_state.upcoming_sleep >= self.last_start
+
+
+def _asked(error: BaseException) -> float | None:
+    """The wait the server asked for: a 429's Retry-After or window reset, a 503's Retry-After (maintenance)."""
+    if isinstance(error, RateLimitError):
+        return server_wait(error.headers)
+    if isinstance(error, ApiError) and error.status == 503:
+        return retry_after(error.headers)
+    return None
 
 
 def _outcome_error(state: RetryCallState) -> BaseException:

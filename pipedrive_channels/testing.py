@@ -26,6 +26,7 @@ import contextlib
 import json
 import math
 import os
+import random
 import re
 import secrets
 import signal
@@ -156,6 +157,8 @@ class FakePipedrive:
         self._codes: dict[str, str | None] = {}  # authorization code -> redirect_uri it was issued for
         self._windows: dict[str, deque[float]] = {}  # rate-limit key -> arrival times inside the window
         self._faults: list[_Fault] = []
+        self._random_faults: list[tuple[float, _Fault]] = []
+        self._random = random.Random()
         self._runner: web.AppRunner | None = None
         self._root_url: str | None = None
 
@@ -284,6 +287,22 @@ class FakePipedrive:
         if n > 0:
             self._faults.append(_Fault(n, path, None, {}, None))
 
+    def fail_randomly(
+        self, probability: float, status: int | None, *, headers: Mapping[str, str] | None = None
+    ) -> None:
+        """From now on, answer each Channels request with ``status`` (None: drop it) with ``probability``.
+
+        Several calls add independent faults, checked in order; ``clear_random_faults()`` removes them all.
+        Scheduled faults (:meth:`fail_next`, :meth:`drop_next`) go first.
+        """
+        if not 0 <= probability <= 1:
+            raise ValueError("probability must be in [0, 1]")
+        self._random_faults.append((probability, _Fault(1, None, status, dict(headers or {}), None)))
+
+    def clear_random_faults(self) -> None:
+        """Stop the faults added by :meth:`fail_randomly`."""
+        self._random_faults.clear()
+
     # -- HTTP handlers ------------------------------------------------------------------------------------
 
     def _channels_handler(self, operation: _Operation) -> Callable[[web.Request], Awaitable[web.Response]]:
@@ -298,7 +317,7 @@ class FakePipedrive:
         if self.latency > 0:
             await asyncio.sleep(self.latency)
         path = request.rel_url.raw_path
-        fault = self._take_fault(path) if self._faults else None
+        fault = self._take_fault(path) if self._faults or self._random_faults else None
         if fault is not None and fault.status is None:
             self._record(request, path, body, at, None)
             if request.transport is not None:
@@ -325,6 +344,9 @@ class FakePipedrive:
                 fault.remaining -= 1
                 if fault.remaining == 0:
                     self._faults.remove(fault)
+                return fault
+        for probability, fault in self._random_faults:
+            if self._random.random() < probability:
                 return fault
         return None
 

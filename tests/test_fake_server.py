@@ -579,3 +579,18 @@ async def test_subprocess_stops_on_stdin_eof() -> None:
     assert process.stdin is not None
     process.stdin.close()
     assert await asyncio.wait_for(process.wait(), 5) == 0
+
+
+async def test_fail_randomly(fake: FakePipedrive, http: aiohttp.ClientSession) -> None:
+    url = f"{fake.base_url}/channels/ch1"
+    auth = bearer(fake)
+    fake.fail_randomly(0.3, 503)
+    fake.fail_randomly(1.0, 429, headers={"Retry-After": "1"})
+    statuses = [(await call(http, "DELETE", url, auth))[0] for _ in range(200)]
+    assert set(statuses) == {503, 429} and 30 <= statuses.count(503) <= 90  # 30% of 200, loosely
+    fake.fail_next(1, 410)
+    assert (await call(http, "DELETE", url, auth))[0] == 410  # scheduled faults go first
+    fake.clear_random_faults()
+    assert (await call(http, "DELETE", url, auth))[0] == 404
+    with pytest.raises(ValueError):
+        fake.fail_randomly(1.5, 503)

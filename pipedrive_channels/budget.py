@@ -453,21 +453,16 @@ class RateBudget:
     def observe(self, headers: Mapping[str, str]) -> None:
         """Sync with an answer's rate headers (any may be missing).
 
-        ``x-ratelimit-remaining: 0`` holds every waiter for ``x-ratelimit-reset`` seconds; a remaining count
-        below what this budget thinks is free (other processes share the token) takes the difference until
-        the reset; a lower ``x-daily-ratelimit-token-remaining`` lowers the daily bucket.
+        ``x-ratelimit-remaining: 0`` holds every waiter for ``x-ratelimit-reset`` seconds (other processes may
+        share the token); a lower ``x-daily-ratelimit-token-remaining`` lowers the daily bucket. A remaining
+        count above zero is not acted on: it was counted when the server answered, and slots freed since then
+        would make it look lower than it is, throttling a lone process for nothing.
         """
         if self._unlimited:
             return
-        remaining = _number(headers.get("x-ratelimit-remaining"))
-        if remaining is not None:
+        if _number(headers.get("x-ratelimit-remaining")) == 0:
             reset = _number(headers.get("x-ratelimit-reset")) or self.window
-            now = self._clock()
-            if remaining <= 0:
-                self._hold_until = max(self._hold_until, now + reset)
-            else:
-                for _ in range(int(self._free(now) - remaining)):
-                    bisect.insort(self._slot_ends, now + reset)
+            self._hold_until = max(self._hold_until, self._clock() + reset)
         daily_remaining = _number(headers.get("x-daily-ratelimit-token-remaining"))
         if daily_remaining is not None and self._daily is not None:
             self._daily.lower_to(daily_remaining)

@@ -20,7 +20,7 @@ from .auth import ApiToken, Authorizer, OAuthApp, OAuthToken, TokenStore
 from .budget import Plan, Priority, RateBudget
 from .costs import operation_cost
 from .errors import ApiError, PipedriveError, ValidationError
-from .models import Channel, Message, NewChannel, ProviderType, converter
+from .models import Channel, Message, NewChannel, ProviderType, converter, require_identifier
 from .retry import Repeat, RetryPolicy
 from .session import Response, Session
 
@@ -37,10 +37,7 @@ _DELETE_CONVERSATION_COST = operation_cost("DELETE", "/channels/{channel-id}/con
 
 def _segment(field: str, value: str) -> str:
     """Percent-encode one path segment: ``"a/b"`` stays one segment, never two."""
-    if not isinstance(value, str) or not value:
-        raise ValidationError(field, f"must be a non-empty string, got {value!r}")
-    if any(ord(char) < 0x20 or ord(char) == 0x7F for char in value):
-        raise ValidationError(field, "must not contain control characters")
+    require_identifier(field, value)
     if value in (".", ".."):
         raise ValidationError(field, "must not be '.' or '..' (URL normalisation would change the path)")
     return quote(value, safe="")

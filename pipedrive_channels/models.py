@@ -30,6 +30,7 @@ __all__ = [
     "converter",
     "format_datetime",
     "parse_datetime",
+    "require_identifier",
 ]
 
 _E = TypeVar("_E", bound=enum.Enum)
@@ -86,14 +87,23 @@ def _text(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
         raise ValidationError(attribute.name, f"must be a non-empty string, got {value!r}")
 
 
-def _identifier(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
-    # IDs end up in URL paths and in Pipedrive's manifest URLs: control characters there are never right.
+def require_identifier(field: str, value: Any) -> str:
+    """Return ``value`` if it is a usable provider ID: a non-empty string without control characters.
+
+    IDs end up in URL paths and in Pipedrive's manifest URLs, where control characters are never right.
+    """
     # isprintable() is the fast check (this runs four times per message); the exact tests run only if it fails.
     if type(value) is str and value.isprintable() and value:
-        return
-    _text(instance, attribute, value)
+        return value
+    if not isinstance(value, str) or not value:
+        raise ValidationError(field, f"must be a non-empty string, got {value!r}")
     if _CONTROL_CHARS.search(value):
-        raise ValidationError(attribute.name, "must not contain control characters")
+        raise ValidationError(field, "must not contain control characters")
+    return value
+
+
+def _identifier(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    require_identifier(attribute.name, value)
 
 
 def _aware(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:

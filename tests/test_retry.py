@@ -290,3 +290,27 @@ async def test_a_429s_wait_holds_the_other_tasks_sharing_the_budget(fake: FakePi
     refused, *later = arrivals(fake, "/receive")
     assert refused.status == 429 and len(later) == 2
     assert all(r.at - refused.at >= 0.5 for r in later)
+
+
+@pytest.mark.parametrize(
+    ("headers", "at_least"),
+    [
+        ({"Retry-After": "0.2"}, 0.2),
+        ({"x-ratelimit-reset": "0.3", "x-ratelimit-remaining": "0"}, 0.3),
+        ({"Retry-After": "when-pigs-fly", "x-ratelimit-reset": "0.1"}, 0.1),
+        ({"Retry-After": "HTTP date 2 s ahead"}, 0.5),  # built when the test runs; whole seconds, so >= 1 - rounding
+    ],
+)
+async def test_each_retry_header_form_through_the_client(headers: dict[str, str], at_least: float) -> None:
+    if headers.get("Retry-After") == "HTTP date 2 s ahead":
+        headers = {"Retry-After": format_datetime(datetime.now(timezone.utc) + timedelta(seconds=2), usegmt=True)}
+    waits: list[float] = []
+    policy = RetryPolicy(on_retry=lambda attempt, wait, error: waits.append(wait))
+    with aioresponses() as mock:
+        url = f"{BASE}/channels/p"
+        mock.delete(url, status=429, payload={"success": False, "error": "Request over limit"}, headers=headers)
+        mock.delete(url, payload={"success": True})
+        async with ChannelsClient("t", retry=policy, budget=RateBudget.unlimited()) as client:
+            await client.delete_channel("p")
+    (wait,) = waits
+    assert at_least <= wait <= max(at_least, 2.0) + 0.3

@@ -103,7 +103,8 @@ def require_identifier(field: str, value: Any) -> str:
 
 
 def _identifier(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
-    require_identifier(attribute.name, value)
+    if type(value) is not str or not value.isprintable() or not value:  # the fast check, inlined: 4 per message
+        require_identifier(attribute.name, value)
 
 
 def _aware(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:

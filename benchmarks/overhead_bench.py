@@ -6,7 +6,11 @@ the same JSON through one bare ``aiohttp.ClientSession``, alternating, best of `
 is ``RateBudget.unlimited()``: this measures the SDK's own cost, not Pipedrive's limits. Printed: calls/s,
 client CPU per call (process time, the figure that the 2-core machine makes honest), and SDK/raw ratios.
 
-    python benchmarks/overhead_bench.py [--n 20000] [--concurrency 1 64] [--rounds 5]
+    python benchmarks/overhead_bench.py [--n 20000] [--concurrency 1 64] [--rounds 5] [--instructions]
+
+Wall-clock ratios on a shared 2-core machine swing by +-10% between runs. ``--instructions`` adds the figure
+that moves far less (about 2% between runs here): each side runs in its own process under valgrind's callgrind,
+twice (300 and 1,300 calls), and the difference gives the instructions each call costs.
 """
 
 from __future__ import annotations
@@ -14,6 +18,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -122,10 +128,10 @@ async def sdk_without_http(messages: list[Message]) -> None:
             for message in messages:
                 await client.receive_message(message)
             best = min(best, time.process_time() - cpu)
+    bodies = [converter.unstructure(message) for message in messages]
     json_cpu = time.process_time()
-    for message in messages:  # what the raw path pays too: encode the body, decode the answer
-        body = json.dumps(converter.unstructure(message)).encode()
-        json.loads(b'{"success":true,"data":' + body + b"}")
+    for body in bodies:  # what the raw path pays too: encode the body, decode the answer
+        json.loads(b'{"success":true,"data":' + json.dumps(body).encode() + b"}")
     json_cpu = time.process_time() - json_cpu
     n = len(messages)
     print(f"SDK CPU per call without HTTP: {best / n * 1e6:.1f} us, of which {json_cpu / n * 1e6:.1f} us is JSON "
@@ -169,15 +175,51 @@ async def measure(base_url: str, n: int, concurrencies: Sequence[int], rounds: i
                   f"{cpu / n * 1e6:>7.1f} {raw_cpu / cpu:>9.2f}")
 
 
+async def one_side(side: str, base_url: str, n: int, concurrency: int) -> None:
+    """Run only one side (for callgrind): ``raw`` or ``sdk``."""
+    messages = build_messages(n)
+    if side == "raw":
+        await raw_aiohttp(base_url, [converter.unstructure(m) for m in messages], concurrency)
+    else:
+        await sdk(base_url, messages, concurrency)
+
+
+def instructions(base_url: str, concurrencies: Sequence[int]) -> None:
+    if shutil.which("valgrind") is None:
+        print("instructions: valgrind is not installed (apt-get install valgrind); skipped")
+        return
+
+    def count(side: str, n: int, concurrency: int) -> int:
+        command = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable, __file__,
+                   "--side", side, "--base-url", base_url, "--n", str(n), "--concurrency", str(concurrency)]
+        output = subprocess.run(command, capture_output=True, text=True, check=True).stderr
+        return int(re.search(r"Collected : (\d+)", output).group(1))  # type: ignore[union-attr]
+
+    print("instructions per call under callgrind (marginal cost of 1,000 calls):")
+    for concurrency in concurrencies:
+        per_call = {side: (count(side, 1300, concurrency) - count(side, 300, concurrency)) / 1000
+                    for side in ("raw", "sdk")}
+        print(f"  concurrency {concurrency:>3}: raw {per_call['raw']:,.0f}, sdk {per_call['sdk']:,.0f}, "
+              f"ratio raw/sdk {per_call['raw'] / per_call['sdk']:.3f}")
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=20_000)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 64])
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--instructions", action="store_true", help="also count instructions with callgrind")
+    parser.add_argument("--side", choices=["raw", "sdk"], help=argparse.SUPPRESS)
+    parser.add_argument("--base-url", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.side:
+        asyncio.run(one_side(args.side, args.base_url, args.n, args.concurrency[0]))
+        return
     server, base_url = start_server()
     try:
         asyncio.run(measure(base_url, args.n, args.concurrency, args.rounds))
+        if args.instructions:
+            instructions(base_url, args.concurrency)
     finally:
         server.terminate()
         server.wait(timeout=10)

@@ -468,6 +468,20 @@ class RateBudget:
             self._daily.lower_to(daily_remaining)
         self._reschedule()
 
+    def time_for(self, requests: int, tokens: float) -> float:
+        """Seconds this budget needs to admit ``requests`` costing ``tokens`` in all, starting full.
+
+        The window admits ``requests_per_window`` per ``window``; the daily bucket, once its capacity is spent,
+        refills at its rate. Answer latency is not counted (each slot cycle takes a little longer).
+        """
+        if self._unlimited or requests <= 0:
+            return 0.0
+        window_time = max(0, requests - self.requests_per_window) * self.window / self.requests_per_window
+        daily_time = 0.0
+        if self._daily is not None and tokens > self._daily.capacity:
+            daily_time = (tokens - self._daily.capacity) / self._daily.refill_per_second
+        return max(window_time, daily_time)
+
     def stats(self) -> BudgetStats:
         """Tokens charged, requests admitted, total and longest wait, and how many wait now."""
         gate = self._gate

@@ -12,7 +12,7 @@ import pytest
 import pipedrive_channels
 from pipedrive_channels import OAuthToken, ValidationError
 
-MODULES = ["pipedrive_channels", "pipedrive_channels.auth", "pipedrive_channels.budget",
+MODULES = ["pipedrive_channels", "pipedrive_channels.auth", "pipedrive_channels.backfill", "pipedrive_channels.budget",
            "pipedrive_channels.client", "pipedrive_channels.costs", "pipedrive_channels.errors",
            "pipedrive_channels.models", "pipedrive_channels.session", "pipedrive_channels.testing"]
 

@@ -461,8 +461,9 @@ class RateBudget:
         if self._unlimited:
             return
         if _number(headers.get("x-ratelimit-remaining")) == 0:
-            reset = _number(headers.get("x-ratelimit-reset")) or self.window
-            self._hold_until = max(self._hold_until, self._clock() + reset)
+            reset = _number(headers.get("x-ratelimit-reset"))
+            hold = self.window if reset is None else reset  # "0.000" is a real answer, not a missing one
+            self._hold_until = max(self._hold_until, self._clock() + hold)
         daily_remaining = _number(headers.get("x-daily-ratelimit-token-remaining"))
         if daily_remaining is not None and self._daily is not None:
             self._daily.lower_to(daily_remaining)

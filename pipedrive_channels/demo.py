@@ -1,110 +1,85 @@
-"""``python -m pipedrive_channels demo``: the whole lifecycle against the embedded fake Pipedrive.
+"""``python -m pipedrive_channels demo``: the main job, a back-fill, against the embedded fake Pipedrive.
 
-No account and no network: the fake server runs in-process on 127.0.0.1. The demo installs the app the way
-Pipedrive does (authorization code exchanged for a token), adds a channel, receives a few hundred messages
-concurrently, deletes a conversation and the channel, and prints what it sent and what that cost.
+No account and no network: the fake server runs in-process on 127.0.0.1 and enforces a Lite plan's burst limit
+(80 requests per 2 s). The demo installs the app the way Pipedrive does (an authorization code exchanged for a
+token), generates a sample history (2,000 messages across a few channels and conversations, with status
+updates), back-fills it with a Lite-plan budget and a checkpoint, shows progress, and prints the report.
 """
 
 from __future__ import annotations
 
-import asyncio
+import tempfile
 import time
-from collections import Counter
+from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 from .auth import OAuthApp
+from .backfill import BackfillReport, Progress, backfill
 from .budget import Plan, RateBudget
 from .client import ChannelsClient
 from .models import Attachment, Message, MessageStatus
 from .testing import FakePipedrive
 
-
-def _operation(method: str, path: str) -> str:
-    """Name the Channels operation of a recorded request."""
-    rest = path.split("/channels", 1)[1]
-    if method == "POST":
-        return "receive message" if rest == "/messages/receive" else "add channel"
-    return "delete conversation" if "/conversations/" in rest else "delete channel"
+CHANNELS = {"whatsapp-support": "WhatsApp support", "messenger-sales": "Messenger sales", "web-chat": "Web chat"}
 
 
-def _busiest_window(arrivals: list[float], window: float = 2.0) -> int:
-    """The most requests the server saw in any interval of ``window`` seconds."""
-    arrivals = sorted(arrivals)
-    most = start = 0
-    for end, at in enumerate(arrivals):
-        while at - arrivals[start] >= window:
-            start += 1
-        most = max(most, end - start + 1)
-    return most
-
-
-def _messages(channel_id: str, count: int, conversations: int) -> list[Message]:
-    start = datetime.now(timezone.utc) - timedelta(days=1)
-    statuses = list(MessageStatus)
-    return [
-        Message(
-            id=f"msg-{index}",
-            channel_id=channel_id,
-            sender_id=f"customer-{index % conversations}",
-            conversation_id=f"conversation-{index % conversations}",
-            message=f"Hello from message {index}",
-            status=statuses[index % len(statuses)],
-            created_at=start + timedelta(minutes=index),
+def sample_history(messages: int, conversations_per_channel: int = 12) -> Iterator[Message]:
+    """A made-up export: ``messages`` records, every fifth one a status update of an earlier message."""
+    start = datetime.now(timezone.utc) - timedelta(days=30)
+    channels = list(CHANNELS)
+    originals = 0
+    for index in range(messages):
+        if index % 5 == 4:  # the export also holds later status changes: delivered, then read
+            original = index - 4
+            channel = channels[original % len(channels)]
+            status = MessageStatus.DELIVERED if index % 10 == 4 else MessageStatus.READ
+        else:
+            original = index
+            channel = channels[index % len(channels)]
+            status = MessageStatus.SENT
+            originals += 1
+        conversation = f"{channel}-conversation-{original % conversations_per_channel}"
+        yield Message(
+            id=f"{channel}-message-{original}",
+            channel_id=channel,
+            sender_id=f"customer-{original % 37}",
+            conversation_id=conversation,
+            message=f"Message {original} of the sample history",
+            status=status,
+            created_at=start + timedelta(minutes=original),
             attachments=(
-                [Attachment(id=f"file-{index}", type="image/png", url=f"https://files.example/{index}.png")]
-                if index % 10 == 0
+                [Attachment(id=f"file-{original}", type="image/png", url=f"https://files.example/{original}.png")]
+                if original % 25 == 0
                 else []
             ),
         )
-        for index in range(count)
-    ]
 
 
-async def run_demo(messages: int = 300, conversations: int = 20, concurrency: int = 32) -> None:
-    """Run the demo and print a summary."""
+async def run_demo(messages: int = 2_000, on_progress: Callable[[Progress], None] | None = None) -> BackfillReport:
+    """Run the demo, print a summary, and return the back-fill's report."""
     started = time.perf_counter()
-    # The fake enforces a Growth plan's burst limit (160 requests per 2 s) and answers 429 beyond it.
-    async with FakePipedrive(rate_limit=160, enforce_rate_limit=True) as fake:
-        print(f"pipedrive-channels demo against the embedded fake Pipedrive at {fake.root_url}")
+    async with FakePipedrive(rate_limit=80, enforce_rate_limit=True) as fake:
+        print(f"pipedrive-channels demo: back-fill {messages:,} messages into the embedded fake Pipedrive "
+              f"at {fake.root_url}")
         redirect = "http://127.0.0.1/callback"
         app = OAuthApp(fake.client_id, fake.client_secret, redirect_uri=redirect,
                        token_url=fake.token_url, authorize_url=fake.authorize_url)
         token = await app.exchange_code(fake.issue_code(redirect_uri=redirect))
-        print(f"  OAuth: authorization code exchanged; token expires {token.expires_at:%H:%M:%S} UTC, "
-              f"api_domain {token.api_domain}")
-
-        # The same plan's limits on our side: the budget paces the messages so that none gets a 429.
-        budget = RateBudget.for_plan(Plan.GROWTH, seats=1)
-        async with ChannelsClient(token, app=app, budget=budget) as client:
-            channel = await client.add_channel(name="Demo support line", provider_channel_id="demo-channel")
-            print(f"  channel added: Pipedrive id {channel.id}, provider_channel_id {channel.provider_channel_id}")
-
-            batch = _messages(channel.provider_channel_id, messages, conversations)
-            gate = asyncio.Semaphore(concurrency)
-
-            async def deliver(message: Message) -> Message:
-                async with gate:
-                    return await client.receive_message(message)
-
-            sent_at = time.perf_counter()
-            echoed = await asyncio.gather(*(deliver(message) for message in batch))
-            elapsed = time.perf_counter() - sent_at
-            stored = sum(len(thread) for thread in fake.messages.values())
-            assert [message.id for message in echoed] == [message.id for message in batch]
-            print(f"  {len(echoed)} messages received in {conversations} conversations at concurrency "
-                  f"{concurrency}: {elapsed:.2f} s ({len(echoed) / elapsed:,.0f} msg/s); the server holds {stored}")
-
-            await client.delete_conversation(channel.provider_channel_id, "conversation-0")
-            await client.delete_channel(channel.provider_channel_id)
-            print(f"  conversation-0 deleted, then the channel; the server holds {len(fake.channels)} channels")
-
-        calls = Counter(_operation(r.method, r.path) for r in fake.requests if "/channels" in r.path)
-        busiest = _busiest_window([r.at for r in fake.requests if "/channels" in r.path])
-    stats = budget.stats()
-    detail = ", ".join(f"{name} {count}" for name, count in calls.items())
-    print(f"  calls: {sum(calls.values())} ({detail}); token endpoint: {fake.token_requests}; "
-          f"429 answers: {sum(r.status == 429 for r in fake.requests)}")
-    print(f"  budget: {stats.tokens_charged:,.0f} tokens charged for {stats.requests_admitted} requests "
-          f"(x-token-cost 10/10/6/6); longest wait {stats.max_wait:.2f} s; the server saw at most {busiest} "
-          f"requests in any 2 s (limit {budget.requests_per_window})")
-    print(f"  time: {time.perf_counter() - started:.2f} s")
+        print(f"  OAuth: authorization code exchanged; the token expires {token.expires_at:%H:%M:%S} UTC")
+        budget = RateBudget.for_plan(Plan.LITE, seats=1)
+        print(f"  budget: Lite plan, {budget.requests_per_window} requests per 2 s, 30,000 tokens a day; "
+              f"this job needs about {budget.time_for(messages + len(CHANNELS), 10 * messages):.0f} s")
+        with tempfile.TemporaryDirectory() as folder:
+            async with ChannelsClient(token, app=app, budget=budget) as client:
+                report = await backfill(client, sample_history(messages), concurrency=16,
+                                        checkpoint=Path(folder) / "demo-checkpoint.sqlite",
+                                        ensure_channels=CHANNELS, on_progress=on_progress)
+        stored = sum(len(thread) for thread in fake.messages.values())
+        refused = sum(r.status == 429 for r in fake.requests)
+    print(f"  report: {report.delivered:,} delivered, {report.skipped} skipped, {report.failed} failed; "
+          f"{report.requests_sent:,} requests, {report.tokens_charged:,.0f} tokens; {report.rate:,.1f} msg/s")
+    print(f"  the server holds {stored:,} messages in {len(fake.messages)} conversations of {len(fake.channels)} "
+          f"channels (status updates replace their message); 429 answers: {refused}")
+    print(f"  time: {time.perf_counter() - started:.1f} s")
+    return report

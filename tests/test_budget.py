@@ -420,3 +420,13 @@ async def test_one_budget_shared_by_many_tasks_never_over_admits(clock: FakeTime
     await asyncio.gather(*tasks)
     assert len(admitted_at) == 50
     assert max(sum(1 for t in admitted_at if start_at <= t < start_at + 1.0) for start_at in admitted_at) == 5
+
+
+async def test_a_zero_reset_holds_nothing_while_a_missing_one_holds_a_window(clock: FakeTime) -> None:
+    budget = RateBudget(requests_per_window=10, window=2.0, clock=clock)
+    budget.observe({"x-ratelimit-remaining": "0", "x-ratelimit-reset": "0.000"})
+    assert budget.try_acquire(1) is not None
+    budget.observe({"x-ratelimit-remaining": "0"})
+    assert budget.try_acquire(1) is None
+    await clock.advance(2.0)
+    assert budget.try_acquire(1) is not None

@@ -12,12 +12,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m pipedrive_channels", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     demo = commands.add_parser("demo", help="run the whole lifecycle against the embedded fake Pipedrive")
-    demo.add_argument("--messages", type=int, default=300, help="messages to receive (default 300)")
-    demo.add_argument("--concurrency", type=int, default=32, help="calls in flight at once (default 32)")
+    demo.add_argument("--messages", type=int, default=2000, help="messages to back-fill (default 2000)")
     args = parser.parse_args(argv)
     if args.command == "demo":
-        if args.messages < 1 or args.concurrency < 1:
-            parser.error("--messages and --concurrency must be at least 1")
+        if args.messages < 1:
+            parser.error("--messages must be at least 1")
         from .demo import run_demo
 
-        asyncio.run(run_demo(messages=args.messages, concurrency=args.concurrency))
+        asyncio.run(run_demo(messages=args.messages))

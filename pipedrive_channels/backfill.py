@@ -180,12 +180,12 @@ def read_jsonl(path: str | os.PathLike[str]) -> Iterator[Message | BadInput]:
     A line that is not a valid message becomes a :class:`BadInput` naming the line and the field; blank lines
     are skipped.
     """
-    with open(path, encoding="utf-8") as file:
-        for number, line in enumerate(file, start=1):
-            if not line.strip():
+    with open(path, "rb") as file:  # bytes: a line that is not UTF-8 is a bad line, not a crash of the run
+        for number, raw in enumerate(file, start=1):
+            if not raw.strip():
                 continue
             try:
-                data = json.loads(line)
+                data = json.loads(raw.decode("utf-8"))
                 if not isinstance(data, dict):
                     raise TypeError(f"a line must hold a JSON object, got {type(data).__name__}")
                 yield converter.structure(data, Message)
@@ -251,6 +251,7 @@ async def backfill(
     shard: tuple[int, int] | None = None,
     deadline: float | None = None,
     stop: asyncio.Event | None = None,
+    stop_grace: float = 10.0,
     priority: Priority = Priority.BULK,
     failures_kept: int = 100,
 ) -> BackfillReport:
@@ -262,14 +263,15 @@ async def backfill(
     :param ensure_channels: ``{provider_channel_id: name}`` of channels to add first (once per checkpoint).
     :param shard: ``(k, n)``: take only the messages whose conversation is in shard ``k`` of ``n``.
     :param deadline: seconds from now after which the run stops resumably (in-flight calls finish).
-    :param stop: set it to stop resumably, e.g. on Ctrl-C.
+    :param stop: set it to stop resumably, e.g. on Ctrl-C: calls in flight get ``stop_grace`` seconds to finish.
     """
     if concurrency < 1:
         raise ValueError(f"concurrency must be at least 1, got {concurrency}")
     if shard is not None and not 0 <= shard[0] < shard[1]:
         raise ValueError(f"shard must be (k, n) with 0 <= k < n, got {shard}")
     journal = Checkpoint(checkpoint) if isinstance(checkpoint, str | os.PathLike) else checkpoint
-    run = _Run(client, journal, concurrency, on_progress, deadline, stop or asyncio.Event(), priority, failures_kept)
+    run = _Run(client, journal, concurrency, on_progress, deadline, stop or asyncio.Event(), stop_grace, priority,
+               failures_kept)
     try:
         if ensure_channels:
             await run.ensure_channels(ensure_channels)
@@ -291,6 +293,7 @@ class _Run:
         on_progress: Callable[[Progress], None] | None,
         deadline: float | None,
         stop: asyncio.Event,
+        stop_grace: float,
         priority: Priority,
         failures_kept: int,
     ) -> None:
@@ -301,6 +304,7 @@ class _Run:
         self.started = time.monotonic()
         self.deadline = None if deadline is None else self.started + deadline
         self.stop = stop
+        self.stop_grace = stop_grace
         self.priority = priority
         self.failures_kept = failures_kept
         self.budget_at_start = client.budget.stats()
@@ -311,6 +315,9 @@ class _Run:
         self.stopped = False
         # Records behind the one in flight for the same message id, in input order.
         self.behind: dict[str, deque[_Record]] = {}
+        # Ids with a failed record in this run: their later records fail too, so that a re-run, which tries
+        # failed records again, re-sends them all in order and never puts a message's status back.
+        self.failed_ids: set[str] = set()
 
     def stopping(self) -> bool:
         if self.stop.is_set() or (self.deadline is not None and time.monotonic() >= self.deadline):
@@ -329,16 +336,35 @@ class _Run:
         ready: asyncio.Queue[_Record | None] = asyncio.Queue()
         room = asyncio.Semaphore(self.concurrency * 4)  # records read but not yet done: memory stays flat
         workers = [asyncio.ensure_future(self.work(ready, room)) for _ in range(self.concurrency)]
+        watcher = asyncio.ensure_future(self.end_on_stop(workers, room))
         try:
             await self.feed(messages, shard, ready, room)
         except BaseException:
             for worker in workers:  # cancelled (or broken): in-flight calls are not journalled, so re-sent later
                 worker.cancel()
-            await asyncio.gather(*workers, return_exceptions=True)
+            watcher.cancel()
+            await asyncio.gather(*workers, watcher, return_exceptions=True)
             raise
         for _ in workers:
             ready.put_nowait(None)
-        await asyncio.gather(*workers)
+        results = await asyncio.gather(*workers, return_exceptions=True)
+        watcher.cancel()
+        for result in results:
+            if isinstance(result, BaseException) and not isinstance(result, asyncio.CancelledError):
+                raise result
+
+    async def end_on_stop(self, workers: list[asyncio.Task[None]], room: asyncio.Semaphore) -> None:
+        """After ``stop``, give in-flight calls ``stop_grace`` seconds, then cancel what still waits.
+
+        A call can wait for hours on a spent daily budget; a cancelled one is not journalled, so the re-run
+        sends it (safely: receive is idempotent on ``id``).
+        """
+        await self.stop.wait()
+        self.stopped = True
+        _, waiting = await asyncio.wait(workers, timeout=self.stop_grace)
+        for worker in waiting:
+            worker.cancel()
+        room.release()  # the reader may wait for room that the cancelled workers will never free
 
     async def feed(
         self,
@@ -385,6 +411,9 @@ class _Run:
             del self.behind[message_id]
 
     async def deliver(self, record: _Record) -> None:
+        if record.message.id in self.failed_ids:
+            self.record_failure(record, "an earlier record of this message failed in this run")
+            return
         while True:
             remaining = None if self.deadline is None else max(0.0, self.deadline - time.monotonic())
             try:
@@ -395,15 +424,19 @@ class _Run:
                 self.stopped = True  # past the deadline: leave it for the re-run
                 return
             except (ApiError, TransportError) as error:
-                self.fail(record.message.id, None, str(error))
-                if self.journal is not None:
-                    self.journal.record(record.key, record.message.id, str(error))
+                self.failed_ids.add(record.message.id)
+                self.record_failure(record, str(error))
                 return
             self.delivered += 1
             if self.journal is not None:
                 self.journal.record(record.key, record.message.id)
             self.progress()
             return
+
+    def record_failure(self, record: _Record, reason: str) -> None:
+        if self.journal is not None:
+            self.journal.record(record.key, record.message.id, reason)
+        self.fail(record.message.id, None, reason)
 
     def fail(self, message_id: str | None, line: int | None, reason: str) -> None:
         self.failed += 1

@@ -240,3 +240,47 @@ def test_the_report_serialises(tmp_path: Path) -> None:
     report = asyncio.run(run())
     data = report.to_json()
     assert data["failed"] == 1 and data["failures"][0]["line"] == 3 and json.dumps(data)
+
+
+def test_a_line_that_is_not_utf8_is_a_bad_line_not_a_crash(tmp_path: Path) -> None:
+    good = json.dumps({"id": "m", "channel_id": "ch", "sender_id": "s", "conversation_id": "c", "message": "hi",
+                       "status": "sent", "created_at": "2026-01-01 10:00"}).encode()
+    path = tmp_path / "in.jsonl"
+    path.write_bytes(good + b"\n" + b'{"id": "\xff\xfe"}\n' + good + b"\n")
+    items = list(read_jsonl(path))
+    assert [type(item).__name__ for item in items] == ["Message", "BadInput", "Message"]
+    assert isinstance(items[1], BadInput) and items[1].line == 2 and "UnicodeDecodeError" in items[1].reason
+
+
+async def test_stop_ends_a_run_stuck_on_a_spent_budget_after_the_grace(tmp_path: Path) -> None:
+    spent = RateBudget(requests_per_window=100, tokens_per_day=20, daily_burst=20)  # two calls, then hours
+    client = StubClient(budget=spent)
+    stop = asyncio.Event()
+
+    def stop_after_two(progress: Progress) -> None:
+        if progress.delivered == 2:
+            stop.set()
+
+    journal = tmp_path / "journal.sqlite"
+    report = await asyncio.wait_for(
+        backfill(client, history(10, updates=False), concurrency=2, checkpoint=journal,  # type: ignore[arg-type]
+                 stop=stop, stop_grace=0.2, on_progress=stop_after_two),
+        timeout=5,
+    )
+    assert report.stopped and report.delivered == 2 and report.failed == 0
+    assert Checkpoint(journal).counts() == (2, 0)
+
+
+async def test_a_failed_record_fails_the_later_records_of_its_message(fake: FakePipedrive, tmp_path: Path) -> None:
+    journal = tmp_path / "journal.sqlite"
+    async with client_for(fake) as client:
+        await client.add_channel(name="n", provider_channel_id="ch")
+        fake.fail_next(1, 400)  # the first record, "sent" of m-0, is refused for good
+        first = await backfill(client, history(1), concurrency=1, checkpoint=journal)
+        assert (first.delivered, first.failed) == (0, 3)
+        assert "earlier record" in first.failures[1].reason
+        second = await backfill(client, history(1), concurrency=1, checkpoint=journal)
+    assert (second.delivered, second.failed) == (3, 0)
+    sent = [r.json["status"] for r in fake.requests if r.path.endswith("/receive")]
+    assert sent == ["sent", "sent", "delivered", "read"]  # never "read" before "sent"
+    assert fake.messages[("ch", "c-0")]["m-0"]["status"] == "read"

@@ -209,24 +209,23 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
-    if not (value > 0 and math.isfinite(value)):
-        raise argparse.ArgumentTypeError(f"must be more than 0, got {text}")
-    return value
+def _float_where(check: Callable[[float], bool], expected: str) -> Callable[[str], float]:
+    """An argparse type: a number for which ``check`` holds, else an error saying it must be ``expected``."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
+        if not check(value):
+            raise argparse.ArgumentTypeError(f"must be {expected}, got {text}")
+        return value
+
+    return parse
 
 
-def _share(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
-    if not 0 < value <= 1:
-        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {text}")
-    return value
+_positive_float = _float_where(lambda value: value > 0 and math.isfinite(value), "more than 0")
+_share = _float_where(lambda value: 0 < value <= 1, "in (0, 1]")
 
 
 def _shard(text: str) -> tuple[int, int]:

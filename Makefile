@@ -27,6 +27,8 @@ test: lint
 bench: $(STAMP)
 	$(BIN)/python benchmarks/overhead_bench.py
 	$(BIN)/python benchmarks/budget_bench.py
+	$(BIN)/python benchmarks/faults_bench.py
+	$(BIN)/python benchmarks/backfill_bench.py
 
 # Regenerate the operation-cost table from Pipedrive's OpenAPI files.
 costs: $(STAMP)

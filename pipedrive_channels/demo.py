@@ -39,7 +39,7 @@ def sample_history(messages: int, conversations_per_channel: int = 12) -> Iterat
             channel = channels[index % len(channels)]
             status = MessageStatus.SENT
             originals += 1
-        conversation = f"{channel}-conversation-{original % conversations_per_channel}"
+        conversation = f"{channel}-conversation-{original // len(channels) % conversations_per_channel}"
         yield Message(
             id=f"{channel}-message-{original}",
             channel_id=channel,

@@ -350,6 +350,8 @@ class RateBudget:
     :param daily_burst: the most tokens spendable at once; smaller than the daily share, it paces a long job
         evenly over the day instead of spending the company's budget in the morning.
     :param bulk_share: the least share of admissions ``Priority.BULK`` gets while interactive calls also wait.
+    :param search_requests_per_window: search operations' own burst limit on every plan (10 per 2 s), applied on
+        top of the general window through :attr:`search`; ``None`` for none.
     :param clock: seconds, monotonic; the event loop's timers must tick with it.
     """
 
@@ -362,6 +364,7 @@ class RateBudget:
         daily_share: float = 1.0,
         daily_burst: float | None = None,
         bulk_share: float = 0.2,
+        search_requests_per_window: int | None = 10,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if isinstance(requests_per_window, bool) or not isinstance(requests_per_window, int) or requests_per_window < 1:
@@ -389,6 +392,13 @@ class RateBudget:
         self._hold_until = -math.inf
         self._tokens_charged = 0.0
         self._gate = _Gate(self, clock, bulk_share)
+        self.search: RateBudget | None = None
+        """The search operations' window (a budget of its own, cost unmetered), or None."""
+        if search_requests_per_window is not None:
+            self.search = RateBudget(
+                requests_per_window=search_requests_per_window, window=window, bulk_share=bulk_share,
+                search_requests_per_window=None, clock=clock,
+            )
 
     @classmethod
     def for_plan(cls, plan: Plan, seats: int, auth: str = "oauth", daily_share: float = 1.0) -> RateBudget:
@@ -403,7 +413,7 @@ class RateBudget:
     @classmethod
     def unlimited(cls) -> RateBudget:
         """A budget that admits everything at once (for tests and benchmarks; it still counts)."""
-        budget = cls(requests_per_window=1)
+        budget = cls(requests_per_window=1, search_requests_per_window=None)
         budget._unlimited = True
         return budget
 

@@ -9,7 +9,11 @@ Every ID is the provider's own, as Pipedrive's Channels API expects.
 from __future__ import annotations
 
 import json
+import logging
+import re
 import time
+import warnings
+from collections.abc import AsyncIterator, Mapping
 from types import TracebackType
 from typing import Any, TypeVar
 from urllib.parse import quote
@@ -17,10 +21,10 @@ from urllib.parse import quote
 import aiohttp
 
 from .auth import ApiToken, Authorizer, OAuthApp, OAuthToken, TokenStore
-from .budget import Plan, Priority, RateBudget
-from .costs import operation_cost
+from .budget import Plan, Priority, RateBudget, Reservation
+from .costs import DEFAULT_COST, Operation, find_operation, operation_cost
 from .errors import ApiError, PipedriveError, ValidationError
-from .models import Channel, Message, NewChannel, ProviderType, converter, require_identifier
+from .models import ApiResponse, Channel, Message, NewChannel, ProviderType, converter, require_identifier
 from .retry import Repeat, RetryPolicy
 from .session import Response, Session
 
@@ -33,6 +37,40 @@ _ADD_CHANNEL_COST = operation_cost("POST", "/channels")
 _RECEIVE_MESSAGE_COST = operation_cost("POST", "/channels/messages/receive")
 _DELETE_CHANNEL_COST = operation_cost("DELETE", "/channels/{id}")
 _DELETE_CONVERSATION_COST = operation_cost("DELETE", "/channels/{channel-id}/conversations/{conversation-id}")
+
+
+_REPEAT = {"GET": Repeat.IDEMPOTENT, "PUT": Repeat.IDEMPOTENT, "DELETE": Repeat.DELETE,
+           "POST": Repeat.UNSAFE, "PATCH": Repeat.UNSAFE}
+_PLACEHOLDER = re.compile(r"\{([^{}]+)\}")
+_log = logging.getLogger("pipedrive_channels")
+_warned: set[tuple[str, str]] = set()  # deprecated operations and unknown paths already warned about
+
+
+def _warn_deprecated(version: str, operation: str) -> None:
+    if (version, operation) not in _warned:
+        _warned.add((version, operation))
+        message = f"{operation} ({version}) is deprecated by Pipedrive and may stop answering (404 or 410)"
+        warnings.warn(message, DeprecationWarning, stacklevel=3)
+
+
+def _unknown_cost(version: str, method: str, path: str) -> int:
+    shape = "/".join("{}" if any(char.isdigit() for char in part) else part for part in path.split("/"))
+    if (version, f"{method} {shape}") not in _warned:
+        _warned.add((version, f"{method} {shape}"))
+        _log.warning("%s %s (%s) is not in the cost table: charging %d tokens", method, path, version,
+                     DEFAULT_COST[version])
+    return DEFAULT_COST[version]
+
+
+def _query(params: Mapping[str, Any] | None) -> dict[str, str] | None:
+    """Query parameters as strings (booleans as Pipedrive writes them), dropping ``None`` values."""
+    if not params:
+        return None
+    return {
+        key: ("true" if value else "false") if isinstance(value, bool) else str(value)
+        for key, value in params.items()
+        if value is not None
+    }
 
 
 def _segment(field: str, value: str) -> str:
@@ -162,6 +200,7 @@ class ChannelsClient:
             template_support=template_support,
             provider_type=provider_type,
         )
+        _warn_deprecated("v1", "POST /channels")
         body = _dumps(converter.unstructure(new))
         response = await self._call("POST", "/channels", body, _ADD_CHANNEL_COST, priority, timeout, Repeat.UNSAFE)
         return _decode(Channel, response)
@@ -176,6 +215,7 @@ class ChannelsClient:
         """
         if not isinstance(message, Message):
             raise ValidationError("message", f"must be a Message, got {type(message).__name__}")
+        _warn_deprecated("v1", "POST /channels/messages/receive")
         body = _dumps(converter.unstructure(message))
         path, cost = "/channels/messages/receive", _RECEIVE_MESSAGE_COST
         return _decode(Message, await self._call("POST", path, body, cost, priority, timeout, Repeat.IDEMPOTENT))
@@ -189,6 +229,7 @@ class ChannelsClient:
         timeout: float | None = None,
     ) -> None:
         """Delete a conversation and its messages (``DELETE /channels/{channel}/conversations/{id}``, cost 6)."""
+        _warn_deprecated("v1", "DELETE /channels/{channel-id}/conversations/{conversation-id}")
         path = (
             f"/channels/{_segment('provider_channel_id', provider_channel_id)}"
             f"/conversations/{_segment('conversation_id', conversation_id)}"
@@ -199,8 +240,105 @@ class ChannelsClient:
         self, provider_channel_id: str, *, priority: Priority = Priority.INTERACTIVE, timeout: float | None = None
     ) -> None:
         """Delete a channel with all its conversations and messages (``DELETE /channels/{id}``, cost 6)."""
+        _warn_deprecated("v1", "DELETE /channels/{id}")
         path = f"/channels/{_segment('provider_channel_id', provider_channel_id)}"
         await self._call("DELETE", path, None, _DELETE_CHANNEL_COST, priority, timeout, Repeat.DELETE)
+
+    @staticmethod
+    def path(template: str, **values: object) -> str:
+        """Fill a path template's ``{name}`` placeholders with percent-encoded values.
+
+        ``client.path("/deals/{id}", id=42)`` gives ``/deals/42``; a value ``"a/b"`` stays one segment. Names
+        that are not identifiers pass as ``**{"channel-id": ...}``.
+        """
+        used: set[str] = set()
+
+        def fill(match: re.Match[str]) -> str:
+            name = match.group(1)
+            if name not in values:
+                raise ValidationError(name, f"is a placeholder of {template!r} but no value was given")
+            used.add(name)
+            return _segment(name, str(values[name]))
+
+        result = _PLACEHOLDER.sub(fill, template)
+        if unused := set(values) - used:
+            raise ValidationError(sorted(unused)[0], f"is not a placeholder of {template!r}")
+        return result
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        version: str = "v1",
+        params: Mapping[str, Any] | None = None,
+        json: Any = None,
+        cost: int | None = None,
+        priority: Priority = Priority.INTERACTIVE,
+        timeout: float | None = None,
+    ) -> ApiResponse:
+        """Call any Pipedrive endpoint through the same budget, retry policy and OAuth session.
+
+        :param path: percent-encoded, e.g. from :meth:`path`; relative to the ``version``'s base URL (v1: the
+            client's base URL; v2: ``/api/v2`` beside it).
+        :param json: the JSON body, if any.
+        :param cost: the tokens to charge; by default the documented ``x-token-cost`` of the matching operation
+            (``/deals/123`` finds ``/deals/{id}``), else that version's list cost (20 on v1, 10 on v2), logged.
+        :returns: the envelope's ``data`` and ``additional_data``, the status and the headers.
+
+        GET, PUT and DELETE are retried like the other idempotent calls; POST and PATCH like ``add_channel``.
+        Search operations also take a slot of their own burst window (10 per 2 s).
+        """
+        method = method.upper()
+        if method not in _REPEAT:
+            raise ValidationError("method", f"must be one of {', '.join(_REPEAT)}, got {method!r}")
+        if version not in DEFAULT_COST:
+            raise ValidationError("version", f"must be 'v1' or 'v2', got {version!r}")
+        if not isinstance(path, str) or not path.startswith("/") or "?" in path or "#" in path:
+            raise ValidationError("path", f"must start with '/' and hold no query (use params=), got {path!r}")
+        operation: Operation | None = find_operation(version, method, path)
+        if operation is not None and operation.deprecated:
+            _warn_deprecated(version, f"{method} {operation.template}")
+        if cost is None:
+            cost = operation.cost if operation is not None else _unknown_cost(version, method, path)
+        body = None if json is None else _dumps(json)
+        search = operation is not None and operation.search
+        response = await self._call(method, path, body, cost, priority, timeout, _REPEAT[method], version=version,
+                                    params=_query(params), search=search)
+        envelope = response.body if isinstance(response.body, dict) else {}
+        return ApiResponse(response.status, envelope.get("data"), envelope.get("additional_data"), response.headers)
+
+    async def paginate(
+        self,
+        path: str,
+        *,
+        version: str = "v1",
+        params: Mapping[str, Any] | None = None,
+        priority: Priority = Priority.INTERACTIVE,
+        timeout: float | None = None,
+    ) -> AsyncIterator[Any]:
+        """Iterate the items of a list endpoint across its pages, each page a charged ``GET``.
+
+        v1 pages by offset (``additional_data.pagination``: ``more_items_in_collection``, ``next_start``, sent
+        back as ``start``); v2 by cursor (``additional_data.next_cursor``, sent back as ``cursor``).
+        ``timeout`` bounds each page's call.
+        """
+        query = dict(params or {})
+        while True:
+            page = await self.request("GET", path, version=version, params=query, priority=priority, timeout=timeout)
+            for item in page.data or ():
+                yield item
+            additional = page.additional_data if isinstance(page.additional_data, dict) else {}
+            if version == "v1":
+                pagination = additional.get("pagination") or {}
+                if not pagination.get("more_items_in_collection"):
+                    return
+                query["start"] = pagination.get("next_start", int(query.get("start", 0)) + len(page.data or ()))
+            else:
+                cursor = additional.get("next_cursor")
+                if not cursor:
+                    return
+                query["cursor"] = cursor
 
     async def _call(
         self,
@@ -211,23 +349,36 @@ class ChannelsClient:
         priority: Priority,
         timeout: float | None,
         repeat: Repeat,
+        *,
+        version: str = "v1",
+        params: Mapping[str, str] | None = None,
+        search: bool = False,
     ) -> Response:
         """Send one call; after a failure worth it, hand over to the retry policy (never before)."""
         started = time.monotonic()
         deadline = None if timeout is None else started + timeout
         try:
-            return await self._attempt(method, path, body, cost, priority, deadline)
+            return await self._attempt(method, path, body, cost, priority, deadline, version, params, search)
         except PipedriveError as error:
 
             async def again() -> Response:
-                return await self._attempt(method, path, body, cost, priority, deadline)
+                return await self._attempt(method, path, body, cost, priority, deadline, version, params, search)
 
             return await self._retry.retry(
                 error, again, repeat=repeat, budget=self._budget, started=started, deadline=deadline
             )
 
     async def _attempt(
-        self, method: str, path: str, body: bytes | None, cost: int, priority: Priority, deadline: float | None
+        self,
+        method: str,
+        path: str,
+        body: bytes | None,
+        cost: int,
+        priority: Priority,
+        deadline: float | None,
+        version: str,
+        params: Mapping[str, str] | None,
+        search: bool,
     ) -> Response:
         """Charge, send and settle one attempt; after a 401, refresh the token once and send once more."""
         session, budget = self._session, self._budget
@@ -235,19 +386,29 @@ class ChannelsClient:
         while True:
             # Every request is charged before it is sent: the server counts every request it receives.
             wait = None if deadline is None else max(0.0, deadline - time.monotonic())
+            # A search also takes a slot of the search operations' own window (10 per 2 s on every plan).
+            searching = None
+            if search and budget.search is not None:
+                searching = await budget.search.acquire(0, priority=priority, timeout=wait)
             reservation = await budget.acquire(cost, priority=priority, timeout=wait)
             generation = session.generation
             try:
-                response = await session.request(method, path, body)
+                response = await session.request(method, path, body, version=version, params=params)
             except ApiError as error:
-                reservation.settle(error.headers)
+                _settle(reservation, searching, error.headers)
                 if error.status != 401 or refreshed or not session.can_refresh:
                     raise
             except BaseException:
-                reservation.settle()
+                _settle(reservation, searching, None)
                 raise
             else:
-                reservation.settle(response.headers)
+                _settle(reservation, searching, response.headers)
                 return response
             refreshed = True
             await session.refresh(generation)
+
+
+def _settle(reservation: Reservation, searching: Reservation | None, headers: Mapping[str, str] | None) -> None:
+    reservation.settle(headers)
+    if searching is not None:
+        searching.settle()

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import enum
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import datetime, timezone
 from typing import Any, TypeVar
 
@@ -21,6 +21,7 @@ from cattrs.gen import make_dict_unstructure_fn, override
 from .errors import ValidationError
 
 __all__ = [
+    "ApiResponse",
     "Attachment",
     "Channel",
     "Message",
@@ -217,6 +218,20 @@ class Channel:
     created_at: datetime | None = None
     provider_type: ProviderType | None = None
     template_support: bool | None = None
+
+
+@attrs.frozen
+class ApiResponse:
+    """A generic call's answer: Pipedrive's envelope taken apart.
+
+    ``data`` and ``additional_data`` are the envelope's fields as decoded JSON (``None`` when absent);
+    ``headers`` are the response headers (rate-limit headers among them).
+    """
+
+    status: int
+    data: Any
+    additional_data: Any
+    headers: Mapping[str, str] = attrs.field(repr=False)
 
 
 def parse_datetime(value: str) -> datetime:

@@ -12,6 +12,7 @@ import asyncio
 import functools
 import json
 import logging
+from collections.abc import Mapping
 from typing import Any, NamedTuple
 
 import aiohttp
@@ -42,6 +43,14 @@ def _url(text: str) -> URL:
     # Cached because a fresh URL object recomputes its derived parts inside aiohttp on every request,
     # which measured about 10 us per call, while most calls go to the same few URLs.
     return URL(text, encoded=True)
+
+
+def _v2_beside(base_url: str) -> str:
+    """The v2 base URL beside a v1 one: ``https://api.pipedrive.com/v1`` gives ``https://api.pipedrive.com/api/v2``,
+    ``https://acme.pipedrive.com/api/v1`` gives ``https://acme.pipedrive.com/api/v2``, and any other base URL gets
+    ``/api/v2`` appended to its root (the base URL without a trailing ``/v1`` and ``/api``)."""
+    root = base_url.removesuffix("/v1").removesuffix("/api")
+    return f"{root}/api/v2"
 
 
 class Response(NamedTuple):
@@ -80,8 +89,13 @@ class Session:
 
     @property
     def base_url(self) -> str:
-        """Where the endpoint paths are appended now (follows ``api_domain`` after refreshes)."""
+        """Where v1 endpoint paths are appended now (follows ``api_domain`` after refreshes)."""
         return self._base_url
+
+    @property
+    def base_url_v2(self) -> str:
+        """Where v2 endpoint paths are appended: the v1 base URL without ``/v1`` (and ``/api``), + ``/api/v2``."""
+        return self._base_url_v2
 
     @property
     def authorizer(self) -> Authorizer:
@@ -119,10 +133,18 @@ class Session:
         await self._auth.refresh(generation, self._http)
         self._adopt_credentials()
 
-    async def request(self, method: str, path: str, body: bytes | None = None) -> Response:
-        """Send ``method`` to ``base_url + path`` (``path`` already percent-encoded) with a JSON ``body``.
+    async def request(
+        self,
+        method: str,
+        path: str,
+        body: bytes | None = None,
+        *,
+        version: str = "v1",
+        params: Mapping[str, str] | None = None,
+    ) -> Response:
+        """Send ``method`` to the ``version``'s base URL + ``path`` (already percent-encoded) with a JSON ``body``.
 
-        Refreshes the token first when it expires within the margin.
+        Refreshes the token first when it expires within the margin. ``params`` become the query string.
 
         :raises ApiError: a subclass per status for non-2xx answers, or ``ApiError`` for ``success: false``.
         :raises TransportError: no HTTP answer (connection error, dropped connection, timeout).
@@ -133,8 +155,9 @@ class Session:
         if self._auth.refresh_due():
             await self.refresh(self._auth.generation)
         try:
+            base = self._base_url if version == "v1" else self._base_url_v2
             async with http.request(
-                method, _url(self._base_url + path), data=body, headers=self._headers, timeout=self._timeout
+                method, _url(base + path), data=body, params=params, headers=self._headers, timeout=self._timeout
             ) as response:
                 raw = await response.read()
         except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as exc:
@@ -165,3 +188,4 @@ class Session:
             self._base_url = require_secure_url("api_domain", domain) + "/api/v1"
         else:
             self._base_url = DEFAULT_BASE_URL
+        self._base_url_v2 = _v2_beside(self._base_url)

@@ -47,7 +47,7 @@ from aiohttp import web
 __all__ = ["FakePipedrive", "RecordedRequest", "main"]
 
 _JsonDict = dict[str, Any]
-_Operation = Callable[[str, Any], tuple[int, _JsonDict]]
+_Operation = Callable[[str, Any, Mapping[str, str]], tuple[int, _JsonDict]]
 
 _WINDOW = 2.0  # Pipedrive's burst limit counts requests per token over a rolling 2-second window.
 _PREFIXES = ("/v1", "/api/v1")  # "/api/v1" is what "{api_domain}/api/v1" base URLs hit.
@@ -151,6 +151,8 @@ class FakePipedrive:
         """Stored channels by ``provider_channel_id``, as answered by the add-channel endpoint."""
         self.messages: dict[tuple[str, str], dict[str, _JsonDict]] = {}
         """Stored message bodies by ``(provider_channel_id, conversation_id)``, then by message id."""
+        self.collections: dict[tuple[str, str], list[_JsonDict]] = {}
+        """Generic collections by ``(version, path)``, see :meth:`add_collection`."""
         self._access_tokens: dict[str, float] = {}  # token -> monotonic expiry
         self._refresh_tokens: set[str] = set()
         self._api_tokens: set[str] = set()
@@ -177,6 +179,10 @@ class FakePipedrive:
             app.router.add_delete(f"{prefix}/channels/{{tail:.+}}", self._channels_handler(self._delete))
         app.router.add_post("/oauth/token", self._token)
         app.router.add_get("/oauth/authorize", self._authorize)
+        # Last, so the Channels routes above win: any other path may be a collection (add_collection).
+        for prefix in (*_PREFIXES, "/api/v2"):
+            app.router.add_get(f"{prefix}/{{tail:.+}}", self._channels_handler(self._collection_get))
+            app.router.add_post(f"{prefix}/{{tail:.+}}", self._channels_handler(self._collection_post))
         # A short shutdown timeout: close() must not wait a minute for a handler stuck in `latency`.
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
         await runner.setup()
@@ -258,6 +264,16 @@ class FakePipedrive:
         """Make every access token known so far answer 401 (refresh tokens stay valid)."""
         self._access_tokens.clear()
 
+    def add_collection(self, path: str, items: Sequence[_JsonDict] = (), *, version: str = "v1") -> None:
+        """Serve a small in-memory collection at ``path`` (e.g. ``"/deals"``) of API ``version``.
+
+        ``GET path`` lists it a page at a time (v1: ``start``/``limit`` and ``additional_data.pagination``; v2:
+        ``cursor``/``limit`` and ``additional_data.next_cursor``), ``GET path/{id}`` answers one item, and
+        ``POST path`` appends the JSON body with a new ``id``. Listing is sorted by insertion; ``limit`` is 100
+        unless the request says otherwise.
+        """
+        self.collections[(version, path)] = [dict(item) for item in items]
+
     # -- fault injection ----------------------------------------------------------------------------------
 
     def fail_next(
@@ -333,7 +349,7 @@ class FakePipedrive:
         elif over_limit and self.enforce_rate_limit:
             response = web.json_response(_error_body(429), status=429, headers=rate_headers)
         else:
-            status, payload = operation(path, body)
+            status, payload = operation(path, body, request.query)
             response = web.json_response(payload, status=status, headers=rate_headers)
         self._record(request, path, body, at, response.status)
         return response
@@ -384,7 +400,7 @@ class FakePipedrive:
 
     # -- Channels operations: (raw path, parsed body) -> (status, JSON answer) -----------------------------
 
-    def _add_channel(self, path: str, body: Any) -> tuple[int, _JsonDict]:
+    def _add_channel(self, path: str, body: Any, query: Mapping[str, str]) -> tuple[int, _JsonDict]:
         if not _valid_channel(body):
             return 400, _invalid(_ADD_CHANNEL_ERROR, "INVALID_BODY")
         return 200, {"success": True, "data": self._put_channel(body)}
@@ -407,7 +423,7 @@ class FakePipedrive:
         self.channels[provider_channel_id] = channel
         return channel
 
-    def _receive(self, path: str, body: Any) -> tuple[int, _JsonDict]:
+    def _receive(self, path: str, body: Any, query: Mapping[str, str]) -> tuple[int, _JsonDict]:
         if not _valid_message(body):
             return 400, _invalid(_RECEIVE_ERROR, "INVALID_RECEIVE_MESSAGE_PAYLOAD")
         if body["channel_id"] not in self.channels:
@@ -416,7 +432,7 @@ class FakePipedrive:
         self.messages.setdefault((body["channel_id"], body["conversation_id"]), {})[body["id"]] = body
         return 200, {"success": True, "data": body}
 
-    def _delete(self, path: str, body: Any) -> tuple[int, _JsonDict]:
+    def _delete(self, path: str, body: Any, query: Mapping[str, str]) -> tuple[int, _JsonDict]:
         segments = [unquote(s) for s in path.partition("/channels/")[2].split("/")]
         if len(segments) == 1:
             channel_id = segments[0]
@@ -433,6 +449,39 @@ class FakePipedrive:
                 return 404, _not_found("Conversation not found.")
             return 200, {"success": True}
         return 404, _not_found("Not found")
+
+    def _collection_get(self, path: str, body: Any, query: Mapping[str, str]) -> tuple[int, _JsonDict]:
+        version, relative = _version_of(path)
+        items = self.collections.get((version, relative))
+        if items is None:
+            parent, _, item_id = relative.rpartition("/")
+            for item in self.collections.get((version, parent), []):
+                if str(item.get("id")) == unquote(item_id):
+                    return 200, {"success": True, "data": item}
+            return 404, _not_found("Not found")
+        try:
+            limit = int(query.get("limit", "100"))
+            start = int(query.get("start", "0")) if version == "v1" else int(query.get("cursor", "c0")[1:])
+        except ValueError:
+            return 400, _invalid("Bad pagination parameter", "INVALID_PARAMETER")
+        page, more = items[start : start + limit], start + limit < len(items)
+        if version == "v1":
+            pagination = {"start": start, "limit": limit, "more_items_in_collection": more}
+            additional: _JsonDict = {"pagination": {**pagination, "next_start": start + limit} if more else pagination}
+        else:
+            additional = {"next_cursor": f"c{start + limit}" if more else None}
+        return 200, {"success": True, "data": page, "additional_data": additional}
+
+    def _collection_post(self, path: str, body: Any, query: Mapping[str, str]) -> tuple[int, _JsonDict]:
+        version, relative = _version_of(path)
+        items = self.collections.get((version, relative))
+        if items is None:
+            return 404, _not_found("Not found")
+        if not isinstance(body, dict):
+            return 400, _invalid("Expected a JSON object", "INVALID_BODY")
+        item = {**body, "id": len(items) + 1}
+        items.append(item)
+        return 200, {"success": True, "data": item}
 
     # -- OAuth --------------------------------------------------------------------------------------------
 
@@ -489,6 +538,14 @@ class FakePipedrive:
 
 
 # -- validation and bodies --------------------------------------------------------------------------------
+
+
+def _version_of(path: str) -> tuple[str, str]:
+    """("v2", "/deals") for "/api/v2/deals"; ("v1", "/deals") for "/v1/deals" and "/api/v1/deals"."""
+    for prefix, version in (("/api/v2", "v2"), ("/api/v1", "v1"), ("/v1", "v1")):
+        if path.startswith(prefix + "/"):
+            return version, path[len(prefix) :]
+    return "v1", path
 
 
 def _parse_json(raw: bytes) -> Any:

@@ -15,6 +15,7 @@ Subcommands::
     delete-conversation CHANNEL_ID CONVERSATION_ID
     auth login --redirect-uri URI --token-file PATH [--authorize-url URL] [--token-url URL]
     demo
+    manifest --base-url URL --provider MODULE:CLASS [--prefix PATH]
 
 Credentials are never command-line arguments (those show in ``ps``): ``--token-file PATH`` (a JSON token store,
 refreshed and saved back when ``PIPEDRIVE_CLIENT_ID`` and ``PIPEDRIVE_CLIENT_SECRET`` are set), else the
@@ -196,6 +197,17 @@ def _parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="back-fill a sample history into the embedded fake Pipedrive")
     demo.add_argument("--messages", type=_positive_int, default=2_000, help="messages to back-fill (default 2000)")
     demo.set_defaults(handler=_cmd_demo)
+
+    manifest = commands.add_parser(
+        "manifest",
+        help="print the Messaging app extension manifest of a ChannelProvider as JSON",
+        description="Print the manifest (for Developer Hub) listing exactly the endpoints the provider class "
+        "implements, as served by pipedrive_channels.extension.create_app at --base-url + --prefix.",
+    )
+    manifest.add_argument("--base-url", required=True, metavar="URL", help="where the app is reachable, https://...")
+    manifest.add_argument("--provider", required=True, metavar="MODULE:CLASS", help="the ChannelProvider subclass")
+    manifest.add_argument("--prefix", default="/pipedrive", metavar="PATH", help="the routes' prefix (/pipedrive)")
+    manifest.set_defaults(handler=_cmd_manifest)
     return parser
 
 
@@ -711,6 +723,31 @@ def _cmd_demo(args: argparse.Namespace) -> int:
             display.close()
 
     asyncio.run(demo())
+    return EXIT_OK
+
+
+# -- manifest -------------------------------------------------------------------------------------------------
+
+
+def _cmd_manifest(args: argparse.Namespace) -> int:
+    import importlib
+
+    from .extension import ChannelProvider, manifest
+
+    module_name, colon, class_name = args.provider.partition(":")
+    if not colon or not module_name or not class_name:
+        raise UsageError(f"--provider must be MODULE:CLASS, got {args.provider!r}")
+    try:
+        provider = getattr(importlib.import_module(module_name), class_name)
+    except (ImportError, AttributeError) as error:
+        raise UsageError(f"cannot load {args.provider}: {error}") from None
+    if not isinstance(provider, type) or not issubclass(provider, ChannelProvider):
+        raise UsageError(f"{args.provider} is not a ChannelProvider subclass")
+    try:
+        document = manifest(args.base_url, provider, args.prefix)
+    except ValidationError as error:
+        raise UsageError(str(error)) from None
+    print(json.dumps(document, indent=2))
     return EXIT_OK
 
 

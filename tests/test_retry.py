@@ -199,8 +199,11 @@ async def test_max_elapsed_ends_with_the_last_error(fake: FakePipedrive) -> None
         fake.fail_next(100, 503)
         with pytest.raises(ServerError) as info:
             await client.receive_message(message(1))
-    assert info.value.attempts == 3  # at 0, 0.2 and 0.4 s; the next would start at 0.6 s, past 0.5
-    assert info.value.elapsed is not None and info.value.elapsed < 0.5
+    attempts = arrivals(fake, "/receive")
+    # About 0, 0.2 and 0.4 s (fewer if a loaded machine slows each answer): never one starting past 0.5 s.
+    assert info.value.attempts == len(attempts) >= 2
+    assert attempts[-1].at - attempts[0].at < 0.5
+    assert info.value.elapsed is not None and info.value.elapsed < 0.6
 
 
 async def test_the_call_deadline_bounds_retries_too(fake: FakePipedrive) -> None:

@@ -21,8 +21,17 @@ lint: $(STAMP)
 	$(BIN)/ruff check pipedrive_channels tests benchmarks
 	$(BIN)/mypy --strict pipedrive_channels
 
-test: lint
+test: lint redis-server
 	$(BIN)/python -m pytest -q
+
+# The Redis budget's tests start their own redis-server (tests/redis_server.py); install it when missing.
+.PHONY: redis-server
+redis-server:
+	@command -v redis-server >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; elif sudo -n true 2>/dev/null; then SUDO="sudo -n"; \
+	  else echo "redis-server is missing and cannot be installed (not root, no passwordless sudo):" \
+	    "install it (apt-get install redis-server) and run make test again" >&2; exit 1; fi; \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq redis-server; }
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/overhead_bench.py

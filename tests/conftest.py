@@ -8,6 +8,7 @@ from typing import Any
 
 import aioresponses.core
 from aiohttp import ClientResponse
+from redis_server import redis_server  # noqa: F401  (the session's redis-server fixture)
 
 # aiohttp 3.14 added a required `stream_writer` argument to ClientResponse, which aioresponses 0.7.9 does not
 # pass yet (pnuckowski/aioresponses#289). The mock only reads its `output_size` when the request is already

@@ -23,7 +23,7 @@ from datetime import datetime, timezone
 from aiolimiter import AsyncLimiter
 
 from pipedrive_channels import ChannelsClient, Message, MessageStatus, RateBudget, TokenBucket
-from pipedrive_channels.testing import FakePipedrive
+from pipedrive_channels.testing import FakePipedrive, busiest_window
 
 
 async def overhead(n: int = 200_000) -> None:
@@ -59,16 +59,6 @@ async def overhead(n: int = 200_000) -> None:
           f"TokenBucket.acquire(10) {min(primitive_us):.2f} us ({min(primitive_us) / best:.2f} x); "
           f"RateBudget.acquire(10) + settle (window, daily bucket, reservation) {min(ours_us):.2f} us "
           f"({min(ours_us) / best:.2f} x)")
-
-
-def busiest_window(arrivals: list[float], window: float = 2.0) -> int:
-    arrivals = sorted(arrivals)
-    most = start = 0
-    for end, at in enumerate(arrivals):
-        while at - arrivals[start] >= window:
-            start += 1
-        most = max(most, end - start + 1)
-    return most
 
 
 async def accuracy(seconds: float, tasks: int = 64) -> None:

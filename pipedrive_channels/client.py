@@ -8,6 +8,7 @@ Every ID is the provider's own, as Pipedrive's Channels API expects.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import re
@@ -357,15 +358,15 @@ class ChannelsClient:
         """Send one call; after a failure worth it, hand over to the retry policy (never before)."""
         started = time.monotonic()
         deadline = None if timeout is None else started + timeout
+        # One attempt, bound once: the first try and every retry send exactly the same call.
+        attempt = functools.partial(
+            self._attempt, method, path, body, cost, priority, deadline, version, params, search
+        )
         try:
-            return await self._attempt(method, path, body, cost, priority, deadline, version, params, search)
+            return await attempt()
         except PipedriveError as error:
-
-            async def again() -> Response:
-                return await self._attempt(method, path, body, cost, priority, deadline, version, params, search)
-
             return await self._retry.retry(
-                error, again, repeat=repeat, budget=self._budget, started=started, deadline=deadline
+                error, attempt, repeat=repeat, budget=self._budget, started=started, deadline=deadline
             )
 
     async def _attempt(

@@ -193,7 +193,7 @@ class RetryPolicy:
         retrying = AsyncRetrying(
             stop=stop_after_attempt(self.max_attempts) | _StopBefore(started, self.max_elapsed, deadline),
             wait=lambda state: self.wait(_outcome_error(state), state.attempt_number),
-            retry=retry_if_exception(lambda error: self.should_retry(error, repeat) and not _daily_budget_spent(error)),
+            retry=retry_if_exception(lambda error: self.should_retry(error, repeat)),
             before_sleep=before_sleep,
             reraise=True,
         )

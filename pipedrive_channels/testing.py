@@ -33,7 +33,7 @@ import signal
 import stat
 import uuid
 from collections import deque
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from http import HTTPStatus
@@ -44,7 +44,7 @@ from urllib.parse import unquote
 
 from aiohttp import web
 
-__all__ = ["FakePipedrive", "RecordedRequest", "main"]
+__all__ = ["FakePipedrive", "RecordedRequest", "busiest_window", "main"]
 
 _JsonDict = dict[str, Any]
 _Operation = Callable[[str, Any, Mapping[str, str]], tuple[int, _JsonDict]]
@@ -538,6 +538,19 @@ class FakePipedrive:
 
 
 # -- validation and bodies --------------------------------------------------------------------------------
+
+
+def busiest_window(times: Iterable[float], window: float = 2.0) -> int:
+    """The most events in any rolling ``window`` seconds, counted as the fake counts: times in ``(t - window, t]``.
+
+    ``busiest_window(r.at for r in fake.requests)`` says whether a client kept to a burst limit at the server.
+    """
+    ordered, start, most = sorted(times), 0, 0
+    for end, at in enumerate(ordered):
+        while ordered[start] <= at - window:
+            start += 1
+        most = max(most, end - start + 1)
+    return most
 
 
 def _version_of(path: str) -> tuple[str, str]:

@@ -36,7 +36,7 @@ from pipedrive_channels import (
     ServerError,
     TransportError,
 )
-from pipedrive_channels.testing import FakePipedrive
+from pipedrive_channels.testing import FakePipedrive, busiest_window
 
 REDIRECT = "http://127.0.0.1/callback"
 
@@ -273,17 +273,6 @@ async def test_no_secret_reaches_a_log_record_or_an_error(
     assert "refreshed" in caplog.text
     for secret in secrets:
         assert secret and not any(secret in text for text in seen)
-
-
-def busiest_window(arrivals: list[float], window: float = 2.0) -> int:
-    """The most arrivals in any interval [t, t + window) the server saw."""
-    arrivals = sorted(arrivals)
-    most, start = 0, 0
-    for end, at in enumerate(arrivals):
-        while at - arrivals[start] >= window:
-            start += 1
-        most = max(most, end - start + 1)
-    return most
 
 
 async def test_200_concurrent_calls_within_80_per_2s_get_no_429() -> None:

@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -26,7 +26,7 @@ from pipedrive_channels.budget import Plan, Priority, Reservation
 from pipedrive_channels.errors import BudgetExhaustedError, BudgetTimeoutError
 from pipedrive_channels.redis_budget import BudgetUnavailableError, RedisBudget, RedisReservation
 from pipedrive_channels.retry import RetryPolicy
-from pipedrive_channels.testing import FakePipedrive
+from pipedrive_channels.testing import FakePipedrive, busiest_window
 
 
 def _redis(port: int) -> Redis:
@@ -50,16 +50,6 @@ async def _admitted(budget: RedisBudget, cost: float = 0) -> RedisReservation | 
     reservation = await budget.try_acquire(cost)
     assert reservation is None or isinstance(reservation, RedisReservation)
     return reservation
-
-
-def _max_in_window(times: Sequence[float], window: float) -> int:
-    """The most arrivals in any rolling ``window`` (the fake's count: arrivals in ``(t - window, t]``)."""
-    ordered, start, best = sorted(times), 0, 0
-    for end, at in enumerate(ordered):
-        while ordered[start] <= at - window:
-            start += 1
-        best = max(best, end - start + 1)
-    return best
 
 
 # -- the scripts at the window's edges ---------------------------------------------------------------------
@@ -174,7 +164,7 @@ async def test_clock_skew_between_processes_does_not_matter(redis: Redis) -> Non
 
     started = time.monotonic()
     await asyncio.gather(*(call(budgets[i % 3]) for i in range(12)))
-    assert _max_in_window(admitted, window) <= limit
+    assert busiest_window(admitted, window) <= limit
     assert time.monotonic() - started >= 2 * window  # 12 calls, 4 per window: at least three windows
     for budget in budgets:
         await budget.aclose()
@@ -269,7 +259,7 @@ async def test_four_processes_never_exceed_the_window_and_use_it(redis_server: R
     times = [r.at for r in fake.requests]
     assert all(r.status == 200 for r in fake.requests)
     assert sum(r["requests"] for r in results) == len(times)
-    assert _max_in_window(times, 2.0) <= 80
+    assert busiest_window(times, 2.0) <= 80
     first = min(times)
     in_run = sum(1 for at in times if at < first + duration)
     assert in_run >= 0.9 * 80 * duration / 2.0, in_run

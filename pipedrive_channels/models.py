@@ -3,12 +3,14 @@
 Constructing a model validates it, so bad input raises :class:`~pipedrive_channels.errors.ValidationError`
 (naming the field) before anything is sent. ``converter`` does all (un)structuring: datetimes are sent in
 UTC as ``YYYY-MM-DD HH:MM`` (the format the spec gives) and parsed from that form or ISO 8601; unknown
-answer fields are ignored and missing optional ones become ``None``.
+answer fields are ignored and missing optional ones become ``None``. Structuring never coerces: see
+``converter``.
 """
 
 from __future__ import annotations
 
 import enum
+import math
 import re
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timezone
@@ -16,7 +18,7 @@ from typing import Any, TypeVar
 
 import attrs
 import cattrs
-from cattrs.gen import make_dict_unstructure_fn, override
+from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
 
 from .errors import ValidationError
 
@@ -113,8 +115,11 @@ def _aware(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
         return
     if not isinstance(value, datetime):
         raise ValidationError(attribute.name, f"must be a datetime, got {type(value).__name__}")
-    if value.tzinfo is not timezone.utc and (value.tzinfo is None or value.utcoffset() is None):
-        raise ValidationError(attribute.name, "must be timezone-aware (naive datetimes are ambiguous)")
+    if value.tzinfo is not timezone.utc:
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise ValidationError(attribute.name, "must be timezone-aware (naive datetimes are ambiguous)")
+        if not _fits_in_utc(value):
+            raise ValidationError(attribute.name, f"is out of range in UTC: {value.isoformat()}")
 
 
 def _http_url(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
@@ -127,8 +132,8 @@ def _http_url(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> Non
 def _size(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
     if value is None:
         return
-    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
-        raise ValidationError(attribute.name, f"must be a non-negative number, got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < math.inf:
+        raise ValidationError(attribute.name, f"must be a finite non-negative number, got {value!r}")
 
 
 @attrs.frozen
@@ -234,8 +239,20 @@ class ApiResponse:
     headers: Mapping[str, str] = attrs.field(repr=False)
 
 
+def _fits_in_utc(value: datetime) -> bool:
+    # 0001-01-01T00:00+05:00 is a valid datetime but has no UTC form: formatting it would raise OverflowError.
+    try:
+        value.astimezone(timezone.utc)
+    except OverflowError:
+        return False
+    return True
+
+
 def parse_datetime(value: str) -> datetime:
-    """Parse ``YYYY-MM-DD HH:MM[:SS]`` or ISO 8601 (``Z`` allowed); a value without offset is UTC."""
+    """Parse ``YYYY-MM-DD HH:MM[:SS]`` or ISO 8601 (``Z`` allowed); a value without offset is UTC.
+
+    Raises ``ValueError`` for anything else, including a time that has no UTC form (year 1 at ``+05:00``).
+    """
     if len(value) in (16, 19) and value[10] in " T":
         value += "+00:00"  # the spec's form (UTC, no offset): cheaper than replace(tzinfo=) afterwards
     try:
@@ -246,7 +263,11 @@ def parse_datetime(value: str) -> datetime:
         if not text.endswith(("Z", "z")):
             raise
         parsed = datetime.fromisoformat(text[:-1] + "+00:00")
-    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=timezone.utc)
+    if parsed.tzinfo is None:
+        return parsed.replace(tzinfo=timezone.utc)
+    if parsed.tzinfo is not timezone.utc and not _fits_in_utc(parsed):
+        raise ValueError(f"{value!r} is out of range in UTC")
+    return parsed
 
 
 def format_datetime(value: datetime) -> str:
@@ -256,22 +277,119 @@ def format_datetime(value: datetime) -> str:
     return value.isoformat(" ", "minutes")[:16]
 
 
+# The leaf hooks raise TypeError/ValueError without a field name; _structure_model names the field.
+def _structure_str(value: Any, _: type) -> str:
+    if type(value) is not str:
+        raise TypeError(f"must be a string, got {_json_type(value)}")
+    return value
+
+
+def _structure_int(value: Any, _: type) -> int:
+    if type(value) is not int:
+        raise TypeError(f"must be an integer, got {_json_type(value)}")
+    return value
+
+
+def _structure_float(value: Any, _: type) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise TypeError(f"must be a finite number, got {_json_type(value)}")
+    return value
+
+
+def _structure_bool(value: Any, _: type) -> bool:
+    if type(value) is not bool:
+        raise TypeError(f"must be true or false, got {_json_type(value)}")
+    return value
+
+
 def _structure_datetime(value: Any, _: type) -> datetime:
     if isinstance(value, datetime):
         return value
+    if type(value) is not str:
+        raise TypeError(f"must be a date-time string, got {_json_type(value)}")
     return parse_datetime(value)
 
 
-converter = cattrs.Converter(detailed_validation=False)
-"""The converter for every model: its (un)structure functions are generated once per class."""
+def _json_type(value: Any) -> str:
+    names = {type(None): "null", bool: "a boolean", int: "a number", float: "a number", str: "a string",
+             dict: "an object", list: "an array"}
+    return names.get(type(value), type(value).__name__)
 
+
+def _structure_attachments(items: Any, _: type) -> tuple[Attachment, ...]:
+    if not isinstance(items, list | tuple):
+        raise TypeError(f"must be an array, got {_json_type(items)}")
+    attachments = []
+    for index, item in enumerate(items):
+        if not isinstance(item, Mapping):
+            raise ValidationError(f"attachments[{index}]", f"must be an object, got {_json_type(item)}")
+        try:
+            attachments.append(converter.structure(item, Attachment))
+        except ValidationError as error:
+            raise ValidationError(f"attachments[{index}].{error.field}", error.reason) from None
+    return tuple(attachments)
+
+
+_STRUCTURE_ERRORS = (KeyError, TypeError, ValueError, OverflowError)
+
+
+def _structure_model(cls: type[Any]) -> Any:
+    """The structure function of an attrs class: the generated one, and on failure a ValidationError naming the field.
+
+    The generated function has no per-field bookkeeping (it runs once per message and answer); only when it fails
+    are the fields structured one by one again, to find the one at fault.
+    """
+    attrs.resolve_types(cls)
+    generated = make_dict_structure_fn(cls, converter)
+
+    def structure(data: Any, _: type) -> Any:
+        try:
+            return generated(data, cls)
+        except ValidationError:
+            raise
+        except _STRUCTURE_ERRORS as error:
+            raise _field_error(cls, data, error) from None
+
+    return structure
+
+
+def _field_error(cls: type[Any], data: Any, error: Exception) -> ValidationError:
+    if not isinstance(data, Mapping):
+        return ValidationError(cls.__name__, f"must be an object, got {_json_type(data)}")
+    for field in attrs.fields(cls):
+        if field.name not in data:
+            if field.default is attrs.NOTHING:
+                return ValidationError(field.name, "is required")
+            continue
+        try:
+            converter.structure(data[field.name], field.type)
+        except ValidationError as inner:
+            return inner
+        except _STRUCTURE_ERRORS as inner:
+            return ValidationError(field.name, str(inner))
+    return ValidationError(cls.__name__, f"{type(error).__name__}: {error}")
+
+
+converter = cattrs.Converter(detailed_validation=False)
+"""The converter for every model: its (un)structure functions are generated once per class.
+
+Structuring is strict, JSON type for Python type: a ``str`` field takes only a string (never a number, ``null``,
+object or array turned into text), an ``int`` field only an integer, a ``float`` field only a finite number, a
+``bool`` field only ``true``/``false``, a datetime only a date-time string that has a UTC form. IDs are strings,
+as the spec types them: a numeric ID is refused, not converted. Anything else raises
+:class:`~pipedrive_channels.errors.ValidationError` naming the field (``attachments[0].url`` for a nested one,
+the class name when the value itself is not an object), and so does a missing required field.
+"""
+
+converter.register_structure_hook(str, _structure_str)
+converter.register_structure_hook(int, _structure_int)
+converter.register_structure_hook(float, _structure_float)
+converter.register_structure_hook(bool, _structure_bool)
 converter.register_structure_hook(datetime, _structure_datetime)
-converter.register_structure_hook_func(
-    lambda cls: cls == tuple[Attachment, ...],
-    lambda items, _: tuple([converter.structure(item, Attachment) for item in items]) if items else (),
-)
+converter.register_structure_hook_func(lambda cls: cls == tuple[Attachment, ...], _structure_attachments)
 converter.register_structure_hook(MessageStatus, lambda value, _: _to_status(value))
 converter.register_structure_hook(ProviderType, lambda value, _: _to_provider_type(value))
+converter.register_structure_hook_factory(attrs.has, _structure_model)
 converter.register_unstructure_hook(datetime, format_datetime)
 # Pipedrive's validator types reply_by and conversation_link as optional keys, and conversation_link as a
 # non-null string: leave them out when unset. Attachment's name/size/preview_url are `T | null` there, so

@@ -37,7 +37,7 @@ __all__ = [
 ]
 
 _E = TypeVar("_E", bound=enum.Enum)
-_CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
+_CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # C0, DEL and C1 (U+0085 is a line break too)
 
 
 class ProviderType(str, enum.Enum):

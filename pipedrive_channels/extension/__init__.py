@@ -14,7 +14,7 @@ app's Developer Hub page::
 :mod:`pipedrive_channels.extension.echo_bot` is a complete example.
 """
 
-from .app import DEFAULT_LIMIT, MAX_LIMIT, PROVIDER_KEY, create_app
+from .app import DEFAULT_LIMIT, MAX_FORM_PARTS, MAX_LIMIT, PROVIDER_KEY, create_app
 from .manifest import ENDPOINTS, MANIFEST_VERSION, UNINSTALL_PATH, Endpoint, manifest
 from .models import (
     Conversation,
@@ -35,6 +35,7 @@ __all__ = [
     "DEFAULT_LIMIT",
     "ENDPOINTS",
     "MANIFEST_VERSION",
+    "MAX_FORM_PARTS",
     "MAX_LIMIT",
     "PROVIDER_KEY",
     "UNINSTALL_PATH",

@@ -64,7 +64,15 @@ def normalize_prefix(prefix: str) -> str:
 
 
 def served(provider: ChannelProvider | type[ChannelProvider]) -> tuple[Endpoint, ...]:
-    """The endpoints ``provider`` implements (the required ones always)."""
+    """The endpoints ``provider`` implements (the required ones always).
+
+    Raises :class:`~pipedrive_channels.errors.ValidationError` unless ``provider`` is a :class:`ChannelProvider`
+    (subclass or instance): any other object would "implement" every optional endpoint.
+    """
+    if not isinstance(provider, ChannelProvider) and not (
+        isinstance(provider, type) and issubclass(provider, ChannelProvider)
+    ):
+        raise ValidationError("provider", f"must be a ChannelProvider subclass or instance, got {provider!r:.80}")
     return tuple(e for e in ENDPOINTS if e.provider_method not in _OPTIONAL or implemented(provider, e.provider_method))
 
 

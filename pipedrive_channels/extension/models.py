@@ -1,7 +1,8 @@
 """Typed values of the Messaging app extension: what a :class:`~.ChannelProvider` returns and receives.
 
 They follow :mod:`pipedrive_channels.models`: frozen, slotted attrs classes whose constructors validate (raising
-:class:`~pipedrive_channels.errors.ValidationError` naming the field), unstructured by the shared ``converter``
+:class:`~pipedrive_channels.errors.ValidationError` naming the field; strings are strings, never other values
+turned into text), unstructured by the shared ``converter``
 with the omnichannel spec's field names. Datetimes go out in UTC as ``YYYY-MM-DD HH:MM``; optional fields that are
 unset are left out (the spec types them as strings, never null).
 """
@@ -118,6 +119,21 @@ def _string(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
         raise ValidationError(attribute.name, f"must be a string, got {type(value).__name__}")
 
 
+def _bytes(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if not isinstance(value, bytes):
+        raise ValidationError(attribute.name, f"must be bytes, got {type(value).__name__}")
+
+
+def _integer(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValidationError(attribute.name, f"must be an int, got {value!r}")
+
+
+def _optional_string(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if value is not None and not isinstance(value, str):
+        raise ValidationError(attribute.name, f"must be a string or None, got {type(value).__name__}")
+
+
 def _link(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
     if value != "":  # the spec: "Leave it as an empty string if the provider does not have an external chat window"
         _http_url(instance, attribute, value)
@@ -215,7 +231,7 @@ class FilePart:
 
     name: str = attrs.field(validator=_string)
     content_type: str = attrs.field(validator=_string)
-    data: bytes = attrs.field(repr=lambda data: f"<{len(data)} bytes>")
+    data: bytes = attrs.field(validator=_bytes, repr=lambda data: f"<{len(data)} bytes>")
 
     @property
     def size(self) -> int:
@@ -253,10 +269,10 @@ class Page(Generic[_T]):
 class UninstallEvent:
     """The body of the OAuth uninstall callback (``DELETE`` to the app's callback URL)."""
 
-    client_id: str
-    company_id: int
-    user_id: int
-    timestamp: str | None = None
+    client_id: str = attrs.field(validator=_text)
+    company_id: int = attrs.field(validator=_integer)
+    user_id: int = attrs.field(validator=_integer)
+    timestamp: str | None = attrs.field(default=None, validator=_optional_string)
     """As Pipedrive sent it (the docs do not fix its format)."""
 
 

@@ -195,9 +195,10 @@ async def test_stalled_uploads_are_answered_408_and_closed(shop: Shop) -> None:
     callback = (b"DELETE /pipedrive/callback HTTP/1.1\r\nHost: x\r\nAuthorization: %s\r\n"
                 b"Content-Type: application/json\r\nContent-Length: 500\r\n\r\n" % auth)
     try:
-        stalls = [_stall(http, by_length, b"--XyZ\r\nCon") for _ in range(20)]
-        stalls += [_stall(http, by_chunks, b"a\r\n--XyZ\r\nCon\r\n") for _ in range(20)]
-        stalls += [_stall(http, callback, b'{"client_i') for _ in range(10)]
+        # 100 uploads stalled after 10 bytes (the issue's probe), by Content-Length and chunked, and 20 callbacks.
+        stalls = [_stall(http, by_length, b"--XyZ\r\nCon") for _ in range(50)]
+        stalls += [_stall(http, by_chunks, b"a\r\n--XyZ\r\nCon\r\n") for _ in range(50)]
+        stalls += [_stall(http, callback, b'{"client_i') for _ in range(20)]
         answers = await asyncio.wait_for(asyncio.gather(*stalls), 20)  # a hang guard, not a timing assertion
         for answer in answers:
             assert answer.startswith(b"HTTP/1.1 408 "), answer[:100]

@@ -12,7 +12,7 @@ import pytest
 
 from pipedrive_channels import Attachment, Channel, Message, ValidationError
 from pipedrive_channels.backfill import BadInput, read_jsonl
-from pipedrive_channels.models import converter, parse_datetime
+from pipedrive_channels.models import converter, parse_datetime, require_identifier
 
 BODY: dict[str, Any] = {
     "id": "m-1", "channel_id": "ch-1", "sender_id": "u-1", "conversation_id": "c-1", "message": "hello",
@@ -110,3 +110,10 @@ def test_read_jsonl_turns_wrong_types_into_bad_input_lines(tmp_path: Path) -> No
     assert [item.line for item in bad if isinstance(item, BadInput)] == [2, 3, 4]
     assert [item.reason.split(":")[0] for item in bad if isinstance(item, BadInput)] == ["id", "sender_id",
                                                                                           "created_at"]
+
+
+@pytest.mark.parametrize("value", ["a\x85b", "a\x9bb", "a\x00b", "a\r\nb"])
+def test_c1_controls_are_control_characters_in_identifiers(value: str) -> None:
+    with pytest.raises(ValidationError, match="control characters"):
+        require_identifier("id", value)
+    assert require_identifier("id", "caf\u00e9 \u00a0x") == "caf\u00e9 \u00a0x"  # printable or a space: fine

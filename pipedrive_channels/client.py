@@ -391,7 +391,12 @@ class ChannelsClient:
             searching = None
             if search and budget.search is not None:
                 searching = await budget.search.acquire(0, priority=priority, timeout=wait)
-            reservation = await budget.acquire(cost, priority=priority, timeout=wait)
+            try:
+                reservation = await budget.acquire(cost, priority=priority, timeout=wait)
+            except BaseException:
+                if searching is not None:
+                    searching.settle()  # nothing is sent: its search slot frees one window from now
+                raise
             generation = session.generation
             try:
                 response = await session.request(method, path, body, version=version, params=params)

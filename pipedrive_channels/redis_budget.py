@@ -16,6 +16,9 @@ Admission is one Lua script (``TIME``, check both limits, charge both) run atomi
 the server's clock, so host clocks may disagree. It answers "admitted" or how long to wait and whether the daily
 budget is what blocks. Every key gets ``PEXPIRE`` and vanishes when idle. Waiting stays local: each process
 queues its callers FIFO (interactive before bulk) and only the head asks Redis, sleeping the time it answered.
+
+Every round trip to Redis is bounded (``redis_timeout``, and the caller's deadline): a Redis that stalls is down.
+An admission whose caller stopped waiting (cancelled, or Redis too slow) is given back once Redis answers it.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ import math
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, Literal
 
 from .budget import _BURST_PER_2S, DAY, BudgetStats, Plan, Priority, RateBudget, Reservation, _check_cost, _number
@@ -84,6 +87,18 @@ if tokens ~= nil then
   redis.call('PEXPIRE', KEYS[2], math.ceil((capacity - tokens) / rate) + 1000)
 end
 return {1, '0', 0}
+"""
+
+# KEYS: slots, daily. ARGV: member, cost, capacity (-1: no daily bucket). An admission nobody uses: free its
+# slot and give back its cost, only if it was admitted and is still there (so releasing twice changes nothing).
+_RELEASE = """
+if redis.call('ZREM', KEYS[1], ARGV[1]) == 0 then return 0 end
+local capacity = tonumber(ARGV[3])
+local tokens = tonumber(redis.call('HGET', KEYS[2], 'tokens'))
+if capacity >= 0 and tokens ~= nil then
+  redis.call('HSET', KEYS[2], 'tokens', tostring(math.min(capacity, tokens + tonumber(ARGV[2]))))
+end
+return 1
 """
 
 # KEYS: slots. ARGV: member, window_ms. The slot frees window after now (only if it is still there).
@@ -165,6 +180,11 @@ try:  # the extra may be missing when this module is only imported for its names
     _RedisErrors = (_RedisError, OSError)
 except ImportError:  # pragma: no cover
     pass
+# A round trip that failed, or did not answer in time (asyncio's TimeoutError is no OSError before 3.11).
+_Unanswered: tuple[type[BaseException], ...] = (*_RedisErrors, asyncio.TimeoutError)
+# A caller at its deadline still gets this long for one round trip (Redis nearby answers in a millisecond or
+# two), so that ``acquire(timeout=0)`` asks once, as ``RateBudget.acquire(timeout=0)`` admits what fits now.
+_LEAST_ROUND_TRIP = 0.05
 
 
 class RedisBudget(RateBudget):
@@ -182,8 +202,11 @@ class RedisBudget(RateBudget):
     :param daily_burst: the most tokens spendable at once (paces a long job over the day).
     :param on_redis_error: ``"fail"`` raises :class:`BudgetUnavailableError` when Redis does not answer;
         ``"local"`` falls back to a local :class:`RateBudget` with ``local_share`` of the limits (logged once at
-        WARNING) and goes back to Redis once it answers again.
+        WARNING) and goes back to Redis once it answers again. The fallback admits nothing in its first
+        ``window``: Redis may have admitted a full window just before it stopped answering.
     :param local_share: the fallback's part of the limits (default 1/4: four processes share the token).
+    :param redis_timeout: the most seconds one round trip to Redis may take (less if the caller's deadline is
+        nearer); past it Redis is taken as down, as if it had refused the connection.
     :param max_in_flight: seconds an admitted request may stay unanswered before its slot frees anyway.
     :param search_requests_per_window: search operations' own shared window (10 per 2 s), under ``{key}:search``.
     :param clock: seconds, for the waits in :meth:`stats` only; admission uses the Redis server's clock.
@@ -201,6 +224,7 @@ class RedisBudget(RateBudget):
         daily_burst: float | None = None,
         on_redis_error: Literal["fail", "local"] = "fail",
         local_share: float | None = None,
+        redis_timeout: float = 0.5,
         max_in_flight: float = 60.0,
         search_requests_per_window: int | None = 10,
         clock: Callable[[], float] = time.monotonic,
@@ -216,15 +240,19 @@ class RedisBudget(RateBudget):
             raise ValueError(f"local_share must be in (0, 1], got {local_share!r}")
         if not max_in_flight > 0:
             raise ValueError(f"max_in_flight must be > 0, got {max_in_flight!r}")
+        if not 0 < redis_timeout < math.inf:
+            raise ValueError(f"redis_timeout must be a finite number > 0, got {redis_timeout!r}")
         self.redis = redis
         self.key = key
         self.on_redis_error = on_redis_error
+        self.redis_timeout = float(redis_timeout)
         self.max_in_flight = float(max_in_flight)
         self._keys = [f"{key}:slots", f"{key}:daily", f"{key}:hold"]
         daily = self._daily
         self._daily_capacity = -1.0 if daily is None else daily.capacity
         self._refill_per_ms = 0.0 if daily is None else daily.refill_per_second / 1000.0
         self._admit_script: AsyncScript = redis.register_script(_ADMIT)
+        self._release_script: AsyncScript = redis.register_script(_RELEASE)
         self._settle_script: AsyncScript = redis.register_script(_SETTLE)
         self._sync_script: AsyncScript = redis.register_script(_SYNC)
         self._lanes: tuple[deque[_Waiter], deque[_Waiter]] = (deque(), deque())
@@ -234,17 +262,16 @@ class RedisBudget(RateBudget):
         self._charged = 0.0
         self._total_wait = 0.0
         self._max_wait = 0.0
-        # The fallback, built on first need; and until when Redis is taken as down (loop time).
+        # The fallback, built on first need; and until when Redis is taken as down (loop time; -inf: it is up).
         self._local_share = share
         self._local: RateBudget | None = None
         self._down_until = -math.inf
-        self._warned = False
         self.search = None
         if search_requests_per_window is not None:
             self.search = RedisBudget(
                 redis, f"{key}:search", requests_per_window=search_requests_per_window, window=window,
-                on_redis_error=on_redis_error, local_share=local_share, max_in_flight=max_in_flight,
-                search_requests_per_window=None, clock=clock,
+                on_redis_error=on_redis_error, local_share=local_share, redis_timeout=redis_timeout,
+                max_in_flight=max_in_flight, search_requests_per_window=None, clock=clock,
             )
 
     @classmethod
@@ -306,15 +333,14 @@ class RedisBudget(RateBudget):
                     await self._sleep(waiter.turn, deadline, loop)
                     continue
                 self._kick.clear()
-                local = self._local_budget() if loop.time() < self._down_until else None
-                if local is not None:
+                if loop.time() < self._down_until:
                     # Redis is taken as down: the fallback admits (and waits) on its own.
                     left = None if deadline is None else max(0.0, deadline - loop.time())
-                    reservation = await local.acquire(cost, priority=priority, timeout=left)
+                    reservation = await self._local_budget().acquire(cost, priority=priority, timeout=left)
                     self._count(cost, loop.time() - started)
                     return reservation
                 member = uuid.uuid4().hex
-                admitted, wait, daily = await self._ask(cost, member, loop)
+                admitted, wait, daily = await self._ask(cost, member, loop, deadline)
                 now = loop.time()
                 if admitted:
                     self._count(cost, now - started)
@@ -335,11 +361,9 @@ class RedisBudget(RateBudget):
             return None
         loop = asyncio.get_running_loop()
         if loop.time() < self._down_until:
-            local = self._local_budget()
-            if local is not None:
-                return local.try_acquire(cost)
+            return self._local_budget().try_acquire(cost)
         member = uuid.uuid4().hex
-        admitted, _, _ = await self._ask(cost, member, loop)
+        admitted, _, _ = await self._ask(cost, member, loop, None)
         if not admitted:
             return None
         self._count(cost, 0.0)
@@ -373,44 +397,78 @@ class RedisBudget(RateBudget):
         )
 
     async def aclose(self) -> None:
-        """Wait for the background writes (settles, holds) still running."""
+        """Wait for the background writes still running (settles, holds, releases), none past ``redis_timeout``.
+
+        A release still waiting for a stalled Redis is dropped: its slot frees by itself (``window +
+        max_in_flight`` after admission).
+        """
         while self._background:
+            _, pending = await asyncio.wait(self._background, timeout=self.redis_timeout)
+            for task in pending:
+                task.cancel()
             await asyncio.gather(*self._background, return_exceptions=True)
 
     # -- internals ------------------------------------------------------------------------------------------
 
-    async def _ask(self, cost: float, member: str, loop: asyncio.AbstractEventLoop) -> tuple[bool, float | None, bool]:
-        """Run the admission script: (admitted, seconds to wait or None for never, daily blocks)."""
+    async def _ask(
+        self, cost: float, member: str, loop: asyncio.AbstractEventLoop, deadline: float | None
+    ) -> tuple[bool, float | None, bool]:
+        """Run the admission script: (admitted, seconds to wait or None for never, daily blocks).
+
+        The round trip (with its NOSCRIPT reload) is bounded by ``redis_timeout`` and the deadline.
+        """
         args: list[str | float] = [
             self.requests_per_window, self.window * 1000, self.max_in_flight * 1000, cost, self._daily_capacity,
             self._refill_per_ms, member, min(100.0, self.window * 50),
         ]
+        bound = self.redis_timeout
+        if deadline is not None:
+            bound = min(bound, max(deadline - loop.time(), _LEAST_ROUND_TRIP))
+        call = loop.create_task(self._admit_script(keys=self._keys, args=args))
         try:
-            answer = await self._admit_script(keys=self._keys, args=args)
+            await asyncio.wait({call}, timeout=bound)  # never cancels the call: it may admit after we stop waiting
+        except asyncio.CancelledError:
+            self._track(self._release(call, member, cost))
+            raise
+        if not call.done():
+            self._track(self._release(call, member, cost))
+            self._redis_failed(TimeoutError(f"no answer within {bound:.2g} s"), loop)
+            return False, 0.0, False
+        try:
+            answer = call.result()
         except _RedisErrors as error:
             self._redis_failed(error, loop)
             return False, 0.0, False  # the head loops once more, onto the fallback
         if self._down_until > -math.inf:
             logger.warning("Redis answers again: the shared budget %r is back in use", self.key)
             self._down_until = -math.inf
-            self._warned = False
         admitted, wait_ms, daily = int(answer[0]), float(answer[1]), bool(int(answer[2]))
         return bool(admitted), None if wait_ms < 0 else wait_ms / 1000.0, daily
+
+    async def _release(self, call: asyncio.Task[Any], member: str, cost: float) -> None:
+        """An admission nobody waits for any more: once Redis has run it, give back what it took."""
+        try:
+            # Past window + max_in_flight a slot it took has freed by itself (unless Redis runs it later still).
+            answer = await asyncio.wait_for(call, self.window + self.max_in_flight)
+        except _Unanswered:
+            answer = None  # it may have admitted all the same: release it blindly
+        if answer is None or int(answer[0]):
+            self._spawn(self._release_script(keys=self._keys[:2], args=[member, cost, self._daily_capacity]))
 
     def _redis_failed(self, error: BaseException, loop: asyncio.AbstractEventLoop) -> None:
         if self.on_redis_error == "fail":
             raise BudgetUnavailableError(f"the shared budget's Redis did not answer: {error}") from error
-        if not self._warned:
-            self._warned = True
+        if self._down_until == -math.inf:  # it was up until now
             logger.warning(
                 "Redis did not answer (%s): the budget %r falls back to a local %g share of its limits",
                 error, self.key, self._local_share,
             )
+            # Redis may have admitted a full window just now, here and in other processes: the fallback starts
+            # with no free slot, so its share comes on top of nothing Redis admitted.
+            self._local_budget().hold(self.window)
         self._down_until = loop.time() + min(1.0, self.window / 2)  # then ask Redis again
 
-    def _local_budget(self) -> RateBudget | None:
-        if self.on_redis_error != "local":
-            return None
+    def _local_budget(self) -> RateBudget:
         if self._local is None:
             share = self._local_share
             daily = self._daily  # the shared bucket's size and refill rate, times the share
@@ -470,15 +528,20 @@ class RedisBudget(RateBudget):
         args = [hold * 1000, -1 if daily is None else daily, self._daily_capacity, self._refill_per_ms]
         self._spawn(self._sync_script(keys=self._keys[1:], args=args))
 
-    def _spawn(self, write: Any) -> None:
+    def _spawn(self, write: Awaitable[Any]) -> None:
+        """Send ``write`` to Redis in the background, giving up after ``redis_timeout``."""
+
         async def run() -> None:
             try:
-                await write
-            except _RedisErrors as error:
-                logger.debug("a shared budget write to Redis failed: %s", error)
+                await asyncio.wait_for(write, self.redis_timeout)
+            except _Unanswered as error:
+                logger.debug("a shared budget write to Redis failed: %r", error)
             self._kick.set()
 
-        task = asyncio.get_running_loop().create_task(run())
+        self._track(run())
+
+    def _track(self, work: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(work)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 

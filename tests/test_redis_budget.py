@@ -222,7 +222,8 @@ async def test_redis_restarted_mid_run_local_mode(
     redis: Redis, redis_server: RedisServer, caplog: pytest.LogCaptureFixture
 ) -> None:
     key = _key()
-    budget = RedisBudget(redis, key, requests_per_window=1000, on_redis_error="local",
+    # The fallback admits nothing in its first window: a short one, so that it admits during the 0.4 s outage.
+    budget = RedisBudget(redis, key, requests_per_window=1000, window=0.2, on_redis_error="local",
                          search_requests_per_window=None)
     with caplog.at_level(logging.WARNING, logger="pipedrive_channels.redis_budget"):
         _, errors = await _run_through_restart(budget, redis_server)

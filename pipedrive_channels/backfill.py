@@ -36,7 +36,7 @@ import attrs
 from .budget import Priority, RateBudget
 from .client import ChannelsClient
 from .costs import operation_cost
-from .errors import ApiError, BudgetExhaustedError, BudgetTimeoutError, TransportError, ValidationError
+from .errors import ApiError, BudgetExhaustedError, BudgetTimeoutError, RateLimitError, TransportError, ValidationError
 from .models import Message, converter
 
 __all__ = [
@@ -446,9 +446,11 @@ class _Run:
             remaining = None if self.deadline is None else max(0.0, self.deadline - time.monotonic())
             try:
                 await self.client.receive_message(record.message, priority=self.priority, timeout=remaining)
-            except (BudgetExhaustedError, BudgetTimeoutError):
-                if self.deadline is None:
-                    continue  # the spent budget now makes the next acquire wait for its refill: a pause
+            except (BudgetExhaustedError, BudgetTimeoutError) as error:
+                # Refused by the server (a 429: the daily budget is spent), the budget now holds for its wait, so
+                # the next acquire pauses until then; refused by the budget itself, it cannot go before the deadline.
+                if self.deadline is None or isinstance(error.__cause__, RateLimitError):
+                    continue
                 self.stopped = True  # past the deadline: leave it for the re-run
                 return
             except (ApiError, TransportError) as error:

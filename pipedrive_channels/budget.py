@@ -32,7 +32,8 @@ from typing import Protocol
 
 import attrs
 
-from .errors import BudgetExhaustedError, BudgetTimeoutError
+from ._rate_headers import MAX_SERVER_WAIT, RateHeaders
+from .errors import BudgetExhaustedError, BudgetTimeoutError, ValidationError
 
 __all__ = ["BudgetStats", "Plan", "Priority", "RateBudget", "Reservation", "TokenBucket"]
 
@@ -215,6 +216,15 @@ def _refusal(now: float, delay: float, daily: bool) -> Exception:
     return BudgetTimeoutError("the rate budget cannot admit the call before its deadline")
 
 
+def _check_timeout(timeout: float | None) -> float | None:
+    """A wait's limit in seconds: ``None`` or ``inf`` for none; NaN or a negative number is refused."""
+    if timeout is None or timeout == math.inf:
+        return None
+    if not timeout >= 0:  # NaN fails it too
+        raise ValidationError("timeout", f"must be a number of seconds >= 0 (or None), got {timeout!r}")
+    return timeout
+
+
 def _check_cost(cost: float, capacity: float) -> None:
     # One chained comparison on the hot path; NaN fails it too. A non-number raises TypeError here.
     if not 0 <= cost <= capacity:
@@ -253,9 +263,13 @@ class TokenBucket:
     async def acquire(self, cost: float, *, timeout: float | None = None) -> None:
         """Wait until ``cost`` tokens are available and take them (FIFO with other waiters).
 
+        :param timeout: the most seconds to wait (``None`` or ``inf``: no limit).
         :raises BudgetExhaustedError: they cannot be available within ``timeout`` seconds (nothing is taken).
+        :raises ValidationError: ``timeout`` is negative or NaN.
         """
         _check_cost(cost, self.capacity)
+        if timeout is not None:
+            timeout = _check_timeout(timeout)
         if not self._admit_now(cost):
             await self._gate.admit(cost, 0, timeout)
 
@@ -412,7 +426,11 @@ class RateBudget:
 
     @classmethod
     def unlimited(cls) -> RateBudget:
-        """A budget that admits everything at once (for tests and benchmarks; it still counts)."""
+        """A budget that admits everything at once (for tests and benchmarks; it still counts).
+
+        It models no limit, so it ignores the rate headers, but it obeys :meth:`hold`: the retry policy's relay of
+        the server's own word (a 429's or 503's ``Retry-After``, a spent daily budget), so nobody hammers.
+        """
         budget = cls(requests_per_window=1, search_requests_per_window=None)
         budget._unlimited = True
         return budget
@@ -429,12 +447,18 @@ class RateBudget:
         """Wait until one request costing ``cost`` may be sent, and charge it.
 
         :param priority: the lane to wait in.
-        :param timeout: the most seconds to wait; a call that cannot be admitted by then fails at once.
+        :param timeout: the most seconds to wait (``None`` or ``inf``: no limit); a call that cannot be admitted by
+            then fails at once.
         :raises BudgetExhaustedError: the daily budget blocks it past the deadline (carries ``retry_at``).
         :raises BudgetTimeoutError: the window or a server-imposed pause blocks it past the deadline.
+        :raises ValidationError: ``timeout`` is negative or NaN.
         :raises ValueError: ``cost`` exceeds the daily capacity, so it could never be admitted.
         """
+        if timeout is not None:
+            timeout = _check_timeout(timeout)
         if self._unlimited:
+            if self._clock() < self._hold_until:
+                await self._wait_out_hold(timeout)
             self._tokens_charged += cost
             self._gate.requests += 1
             return _UNLIMITED_RESERVATION
@@ -447,6 +471,8 @@ class RateBudget:
     def try_acquire(self, cost: float) -> Reservation | None:
         """Admit and charge a request only if that is possible now with nobody waiting; never waits."""
         if self._unlimited:
+            if self._clock() < self._hold_until:
+                return None
             self._tokens_charged += cost
             self._gate.requests += 1
             return _UNLIMITED_RESERVATION
@@ -455,28 +481,31 @@ class RateBudget:
         return None if admitted is None else Reservation(self, admitted, cost)
 
     def hold(self, seconds: float) -> None:
-        """Admit nothing for ``seconds`` (the server said the window is spent, or asked to retry later)."""
-        if seconds > 0 and not self._unlimited:
-            self._hold_until = max(self._hold_until, self._clock() + seconds)
+        """Admit nothing for ``seconds``, at most a day (the server said the window is spent, or to retry later).
+
+        Holds only lengthen; zero, a negative number or NaN holds nothing.
+        """
+        if seconds > 0:
+            self._hold_until = max(self._hold_until, self._clock() + min(seconds, MAX_SERVER_WAIT))
             self._reschedule()
 
     def observe(self, headers: Mapping[str, str]) -> None:
-        """Sync with an answer's rate headers (any may be missing).
+        """Sync with an answer's rate headers (any may be missing or unusable: see ``RateHeaders``).
 
-        ``x-ratelimit-remaining: 0`` holds every waiter for ``x-ratelimit-reset`` seconds (other processes may
-        share the token); a lower ``x-daily-ratelimit-token-remaining`` lowers the daily bucket. A remaining
-        count above zero is not acted on: it was counted when the server answered, and slots freed since then
-        would make it look lower than it is, throttling a lone process for nothing.
+        ``x-ratelimit-remaining: 0`` holds every waiter for ``x-ratelimit-reset`` seconds (a few windows at most;
+        one window when the reset is missing), as other processes may share the token; a lower
+        ``x-daily-ratelimit-token-remaining`` lowers the daily bucket. A remaining count above zero is not acted on:
+        it was counted when the server answered, and slots freed since then would make it look lower than it is,
+        throttling a lone process for nothing.
         """
         if self._unlimited:
             return
-        if _number(headers.get("x-ratelimit-remaining")) == 0:
-            reset = _number(headers.get("x-ratelimit-reset"))
-            hold = self.window if reset is None else reset  # "0.000" is a real answer, not a missing one
+        rate = RateHeaders.from_http(headers)
+        if rate.window_spent:
+            hold = self.window if rate.reset is None else rate.reset  # "0.000" is a real answer, not a missing one
             self._hold_until = max(self._hold_until, self._clock() + hold)
-        daily_remaining = _number(headers.get("x-daily-ratelimit-token-remaining"))
-        if daily_remaining is not None and self._daily is not None:
-            self._daily.lower_to(daily_remaining)
+        if rate.daily_remaining is not None and self._daily is not None:
+            self._daily.lower_to(rate.daily_remaining)
         self._reschedule()
 
     def time_for(self, requests: int, tokens: float) -> float:
@@ -497,6 +526,18 @@ class RateBudget:
         """Tokens charged, requests admitted, total and longest wait, and how many wait now."""
         gate = self._gate
         return BudgetStats(self._tokens_charged, gate.requests, gate.total_wait, gate.max_wait, len(gate))
+
+    async def _wait_out_hold(self, timeout: float | None) -> None:
+        """An unlimited budget's only wait: until the hold ends (it may lengthen meanwhile), or refuse at once."""
+        started = now = self._clock()
+        while now < self._hold_until:
+            if timeout is not None and self._hold_until > started + timeout:
+                raise BudgetTimeoutError("a server-imposed pause holds the budget past the call's deadline")
+            await asyncio.sleep(self._hold_until - now)
+            now = self._clock()
+        gate = self._gate
+        gate.total_wait += now - started
+        gate.max_wait = max(gate.max_wait, now - started)
 
     def _admit_now(self, cost: float) -> float | None:
         """Admit and charge at once if nobody waits and both limits allow it; return the admission time."""
@@ -561,11 +602,3 @@ class RateBudget:
         if lanes[0] or lanes[1]:
             self._gate.wake()
 
-
-def _number(value: str | None) -> float | None:
-    if value is None:
-        return None
-    try:
-        return float(value)
-    except ValueError:
-        return None

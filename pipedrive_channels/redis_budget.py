@@ -32,7 +32,18 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, Literal
 
-from .budget import _BURST_PER_2S, DAY, BudgetStats, Plan, Priority, RateBudget, Reservation, _check_cost, _number
+from ._rate_headers import MAX_SERVER_WAIT, RateHeaders
+from .budget import (
+    _BURST_PER_2S,
+    DAY,
+    BudgetStats,
+    Plan,
+    Priority,
+    RateBudget,
+    Reservation,
+    _check_cost,
+    _check_timeout,
+)
 from .errors import BudgetExhaustedError, BudgetTimeoutError, PipedriveError
 
 if TYPE_CHECKING:
@@ -318,8 +329,10 @@ class RedisBudget(RateBudget):
         :raises BudgetExhaustedError: the daily budget blocks it past the deadline (``retry_at`` in loop time).
         :raises BudgetTimeoutError: the window or a shared hold blocks it past the deadline.
         :raises BudgetUnavailableError: Redis did not answer and ``on_redis_error`` is ``"fail"``.
+        :raises ValidationError: ``timeout`` is negative or NaN (``None`` or ``inf``: no limit).
         """
         _check_cost(cost, self._capacity)
+        timeout = _check_timeout(timeout)
         loop = asyncio.get_running_loop()
         started = loop.time()
         deadline = None if timeout is None else started + timeout
@@ -370,23 +383,24 @@ class RedisBudget(RateBudget):
         return RedisReservation(self, member, loop.time(), cost)
 
     def hold(self, seconds: float) -> None:
-        """Admit nothing, in any process sharing the key, for ``seconds`` (written through in the background)."""
+        """Admit nothing, in any process sharing the key, for ``seconds``, at most a day (written in the background).
+
+        Holds only lengthen; zero, a negative number or NaN holds nothing.
+        """
         if seconds > 0:
-            self._sync(seconds, None)
+            self._sync(min(seconds, MAX_SERVER_WAIT), None)
 
     def observe(self, headers: Mapping[str, str]) -> None:
         """Sync the shared state with an answer's rate headers, as :meth:`RateBudget.observe` does locally.
 
-        ``x-ratelimit-remaining: 0`` holds every process for ``x-ratelimit-reset`` seconds; a lower
-        ``x-daily-ratelimit-token-remaining`` lowers the shared daily tokens.
+        ``x-ratelimit-remaining: 0`` holds every process for ``x-ratelimit-reset`` seconds (a few windows at most);
+        a lower ``x-daily-ratelimit-token-remaining`` lowers the shared daily tokens.
         """
+        rate = RateHeaders.from_http(headers)
         hold = 0.0
-        if _number(headers.get("x-ratelimit-remaining")) == 0:
-            reset = _number(headers.get("x-ratelimit-reset"))
-            hold = self.window if reset is None else reset
-        daily = _number(headers.get("x-daily-ratelimit-token-remaining"))
-        if daily is not None and self._daily_capacity < 0:
-            daily = None
+        if rate.window_spent:
+            hold = self.window if rate.reset is None else rate.reset
+        daily = rate.daily_remaining if self._daily_capacity >= 0 else None
         if hold > 0 or daily is not None:
             self._sync(hold, daily)
 
@@ -520,11 +534,12 @@ class RedisBudget(RateBudget):
         self._spawn(self._settle_script(keys=self._keys[:1], args=[member, self.window * 1000]))
 
     def _sync(self, hold: float, daily: float | None) -> None:
+        """Write a hold (seconds, finite and capped by the caller) and the daily tokens left through to Redis."""
         if self._local is not None:
             if hold > 0:
                 self._local.hold(hold)
-            if daily is not None:
-                self._local.observe({"x-daily-ratelimit-token-remaining": str(daily)})
+            if daily is not None and self._local._daily is not None:
+                self._local._daily.lower_to(daily)
         args = [hold * 1000, -1 if daily is None else daily, self._daily_capacity, self._refill_per_ms]
         self._spawn(self._sync_script(keys=self._keys[1:], args=args))
 

@@ -5,10 +5,12 @@ after a failure worth retrying does :meth:`RetryPolicy.retry` build tenacity's `
 and retry predicates) and replay the failure into it, so its attempt count is the call's.
 
 The wait: on 429, the server's word first, ``Retry-After`` in seconds or as an HTTP date, else
-``x-ratelimit-reset``, never less, plus a little jitter (a 503's ``Retry-After``, for maintenance, likewise), and
-the shared budget is held that long so every other task pauses too. Otherwise exponential backoff with full
-jitter, capped at ``backoff_max``. A 429 that says the daily budget is spent is not retried: it raises
-``BudgetExhaustedError`` at once.
+``x-ratelimit-reset``, never less, plus a little jitter (a 503's ``Retry-After``, for maintenance, likewise).
+Otherwise exponential backoff with full jitter, capped at ``backoff_max``. A 429 that says the daily budget is
+spent is not retried: it raises ``BudgetExhaustedError`` at once. Whatever the call does next, the shared budget is
+held for the server's wait as soon as the answer is seen (for a spent daily budget, ``Retry-After``, else a minute),
+so every task and process sharing it pauses, even when this call gives up. One parser reads the headers
+(``RateHeaders``): every wait is finite and capped at a day.
 
 Which calls may be repeated (see :class:`Repeat`): receiving a message is idempotent (same ``id`` updates it);
 deletes are idempotent, and a 404 on a retried delete means an earlier attempt did it; adding a channel is
@@ -22,13 +24,13 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from email.utils import parsedate_to_datetime
 from typing import TypeVar
 
 import attrs
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 from tenacity.stop import stop_base
 
+from ._rate_headers import RateHeaders
 from .budget import RateBudget
 from .errors import ApiError, BudgetExhaustedError, NotFoundError, PipedriveError, RateLimitError, TransportError
 
@@ -39,6 +41,9 @@ _log = logging.getLogger("pipedrive_channels")
 
 # Answers that say the request was not processed, so even a non-idempotent call may be sent again.
 _NOT_PROCESSED = frozenset({429, 503})
+
+_DAILY_SPENT_PAUSE = 60.0
+"""Seconds the budget pauses after a 429 that says the daily budget is spent without saying until when."""
 
 
 class Repeat(enum.Enum):
@@ -53,39 +58,22 @@ class Repeat(enum.Enum):
 
 
 def retry_after(headers: Mapping[str, str], now: float | None = None) -> float | None:
-    """Seconds ``Retry-After`` asks for, given in seconds or as an HTTP date (None if absent or unreadable).
+    """Seconds ``Retry-After`` asks for, given in seconds or as an HTTP date, at most a day.
+
+    ``None`` if absent or unusable (not a number or a date, negative, infinite); a date in the past is 0.
 
     :param now: the current epoch time, for HTTP dates (default: ``time.time()``).
     """
-    value = headers.get("Retry-After")
-    if value is None:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when.tzinfo is None:
-        return None
-    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+    return RateHeaders.from_http(headers, now).retry_after
 
 
 def server_wait(headers: Mapping[str, str], now: float | None = None) -> float | None:
-    """Seconds a 429 asks to wait: ``Retry-After``, else ``x-ratelimit-reset`` (the burst window's reset)."""
-    asked = retry_after(headers, now)
-    if asked is not None:
-        return asked
-    try:
-        return max(0.0, float(headers["x-ratelimit-reset"]))
-    except (KeyError, ValueError):
-        return None
+    """Seconds a 429 asks to wait: ``Retry-After``, else ``x-ratelimit-reset`` (the burst window's, a few s at most)."""
+    return RateHeaders.from_http(headers, now).server_wait
 
 
 def _daily_budget_spent(error: BaseException) -> bool:
-    return isinstance(error, RateLimitError) and error.headers.get("x-daily-ratelimit-token-remaining") == "0"
+    return isinstance(error, RateLimitError) and RateHeaders.from_http(error.headers).daily_spent
 
 
 @attrs.frozen
@@ -136,7 +124,7 @@ class RetryPolicy:
 
     def wait(self, error: BaseException, attempt: int) -> float:
         """Seconds to wait after attempt number ``attempt`` failed with ``error``."""
-        asked = _asked(error)
+        asked = _pause(error)
         if asked is not None:  # the server's word, never less, plus a little jitter
             return asked + (random.uniform(0.0, min(1.0, 0.1 * asked + 0.05)) if self.jitter else 0.0)
         backoff = min(self.backoff_max, self.backoff_base * 2.0 ** (attempt - 1))
@@ -158,6 +146,7 @@ class RetryPolicy:
         :param started: ``time.monotonic()`` when the first attempt started; ``deadline`` likewise, or None.
         :raises PipedriveError: the last error, with ``attempts`` and ``elapsed`` set.
         """
+        _hold(budget, first_error)
         if _daily_budget_spent(first_error):
             raise _annotate(_exhausted(first_error), 1, started)
         if self.max_attempts == 1 or not self.should_retry(first_error, repeat):
@@ -175,6 +164,9 @@ class RetryPolicy:
                 if repeat is Repeat.DELETE and ambiguous_failure:
                     return None  # type: ignore[return-value]  # an earlier attempt deleted it
                 raise
+            except PipedriveError as error:
+                _hold(budget, error)  # before tenacity decides whether to stop: the others pause either way
+                raise
 
         async def before_sleep(state: RetryCallState) -> None:
             nonlocal ambiguous_failure
@@ -182,8 +174,6 @@ class RetryPolicy:
             assert isinstance(error, PipedriveError)
             ambiguous_failure = ambiguous_failure or _ambiguous(error)
             wait = state.upcoming_sleep
-            if _asked(error) is not None:
-                budget.hold(wait)  # the server's wait holds every task sharing the budget, not only this one
             _log.warning("attempt %d failed (%s); retrying in %.2f s", state.attempt_number, error, wait)
             if self.on_retry is not None:
                 result = self.on_retry(state.attempt_number, wait, error)
@@ -214,13 +204,24 @@ class _StopBefore(stop_base):
         return time.monotonic() + retry_state.upcoming_sleep >= self.last_start
 
 
-def _asked(error: BaseException) -> float | None:
-    """The wait the server asked for: a 429's Retry-After or window reset, a 503's Retry-After (maintenance)."""
+def _pause(error: BaseException) -> float | None:
+    """The wait the server asked for: a 429's Retry-After or window reset (a spent daily budget's Retry-After, else
+    a minute), a 503's Retry-After (maintenance); None if it said nothing."""
     if isinstance(error, RateLimitError):
-        return server_wait(error.headers)
+        rate = RateHeaders.from_http(error.headers)
+        if rate.daily_spent:
+            return _DAILY_SPENT_PAUSE if rate.retry_after is None else rate.retry_after
+        return rate.server_wait
     if isinstance(error, ApiError) and error.status == 503:
         return retry_after(error.headers)
     return None
+
+
+def _hold(budget: RateBudget, error: BaseException) -> None:
+    """Hold the budget for the server's wait, so every task and process sharing it pauses, not only this call."""
+    pause = _pause(error)
+    if pause is not None:
+        budget.hold(pause)
 
 
 def _outcome_error(state: RetryCallState) -> BaseException:
@@ -237,7 +238,11 @@ def _ambiguous(error: PipedriveError) -> bool:
 
 
 def _exhausted(error: PipedriveError) -> PipedriveError:
-    exhausted = BudgetExhaustedError("Pipedrive says the company's daily token budget is spent")
+    wait = _pause(error)  # the time the budget is held for (a spent daily budget always has one)
+    exhausted = BudgetExhaustedError(
+        "Pipedrive says the company's daily token budget is spent",
+        retry_at=None if wait is None else time.monotonic() + wait, retry_after=wait,
+    )
     exhausted.__cause__ = error
     return exhausted
 

@@ -330,10 +330,11 @@ async def test_stats_report_waits_and_the_queue(clock: FakeTime) -> None:
 async def test_unlimited_admits_everything_and_still_counts() -> None:
     budget = RateBudget.unlimited()
     for _ in range(1000):
-        (await budget.acquire(10)).settle({"x-ratelimit-remaining": "0", "x-ratelimit-reset": "5"})
-    budget.hold(100)
+        (await budget.acquire(10)).settle({"x-ratelimit-remaining": "0", "x-ratelimit-reset": "5"})  # ignored
     assert budget.try_acquire(10) is not None
     assert budget.stats().tokens_charged == 10_010 and budget.stats().requests_admitted == 1001
+    budget.hold(100)  # but the server's explicit wait, relayed by the retry policy, is obeyed
+    assert budget.try_acquire(10) is None
 
 
 # -- property: no interleaving over-admits ---------------------------------------------------------------------

@@ -96,6 +96,7 @@ class _Answer:
 
     def __init__(self, body: bytes) -> None:
         self._raw = b'{"success":true,"data":' + body + b"}"
+        self.content_length = len(self._raw)
 
     async def read(self) -> bytes:
         return self._raw

@@ -27,7 +27,7 @@ from .costs import DEFAULT_COST, Operation, find_operation, operation_cost
 from .errors import ApiError, PipedriveError, ValidationError
 from .models import ApiResponse, Channel, Message, NewChannel, ProviderType, converter, require_identifier
 from .retry import Repeat, RetryPolicy
-from .session import Response, Session
+from .session import DEFAULT_MAX_ANSWER_BYTES, Response, Session
 
 __all__ = ["ChannelsClient"]
 
@@ -116,6 +116,8 @@ class ChannelsClient:
     :param token_store: where refreshed tokens are saved; a newer stored token is adopted on open.
     :param session: an aiohttp session to share (the client does not close it).
     :param timeout: seconds for one HTTP request.
+    :param max_answer_bytes: the largest answer read, counted after decompression (default 8 MiB); a larger
+        one is an :class:`ApiError` and its connection is closed.
     :param budget: the rate budget every attempt is charged to; share one between clients of one token.
         ``None`` means the safest default, ``RateBudget.for_plan(Plan.LITE, seats=1)`` (with API-token burst
         limits for an :class:`ApiToken`); to turn limiting off, pass ``RateBudget.unlimited()``.
@@ -133,9 +135,11 @@ class ChannelsClient:
         timeout: float = 30.0,
         budget: RateBudget | None = None,
         retry: RetryPolicy | None = None,
+        max_answer_bytes: int = DEFAULT_MAX_ANSWER_BYTES,
     ) -> None:
         self._session = Session(
-            Authorizer(token, app, token_store), base_url=base_url, session=session, timeout=timeout
+            Authorizer(token, app, token_store), base_url=base_url, session=session, timeout=timeout,
+            max_answer_bytes=max_answer_bytes,
         )
         if budget is None:
             auth = "api_token" if isinstance(token, ApiToken) else "oauth"

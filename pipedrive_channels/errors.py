@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import urlsplit
 
 __all__ = [
     "ApiError",
@@ -71,8 +72,10 @@ class BudgetExhaustedError(PipedriveError):
 class TransportError(PipedriveError):
     """The request did not get an HTTP answer: connection refused or dropped, or a timeout.
 
-    The original exception is chained as ``__cause__``. ``request_sent`` is False only when the request
-    surely never left (the connection could not be made): otherwise the server may have processed it.
+    The message names the original exception's type and text; the exception itself is not chained (neither
+    ``__cause__`` nor ``__context__``), because aiohttp's can hold the request's headers, and so the token.
+    ``request_sent`` is False only when the request surely never left (the connection could not be made):
+    otherwise the server may have processed it.
     """
 
     def __init__(self, message: str, *, request_sent: bool = True) -> None:
@@ -166,17 +169,34 @@ def _text(value: Any) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
+def error_class(status: int) -> type[ApiError]:
+    """The :class:`ApiError` subclass for an HTTP status (``ApiError`` itself for statuses without one)."""
+    return _ERROR_BY_STATUS.get(status) or (ServerError if status >= 500 else ApiError)
+
+
+def _redirect_text(headers: Mapping[str, str]) -> str:
+    """What a 3xx answer said, naming only the ``Location``'s host: its path and query may hold anything."""
+    location = headers.get("Location")
+    if not location:
+        return "redirect not followed (no Location header)"
+    try:
+        host = urlsplit(location).hostname
+    except ValueError:  # e.g. an unbalanced '[' in the host
+        return "redirect not followed (Location is not a URL)"
+    return f"redirect not followed (Location host {host!r})" if host else "redirect not followed (same host)"
+
+
 def error_from_response(status: int, body: bytes | Any, headers: Mapping[str, str]) -> ApiError:
     """Build the typed error for an answer, reading Pipedrive's envelope defensively.
 
-    ``body`` is the raw bytes (possibly empty, HTML, or not JSON at all) or an already decoded JSON value.
-    Every envelope field may be missing.
+    ``body`` is the raw bytes (possibly empty, HTML, nested too deep, or not JSON at all) or an already decoded
+    JSON value. Every envelope field may be missing. A 3xx is an error too: redirects are never followed.
     """
     decoded: Any = body
     if isinstance(body, bytes | bytearray):
         try:
             decoded = json.loads(body) if body else None
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested deeper than the interpreter's stack
             decoded = body.decode("utf-8", "replace")
     error = error_info = code = None
     if isinstance(decoded, dict):
@@ -186,5 +206,7 @@ def error_from_response(status: int, body: bytes | Any, headers: Mapping[str, st
         if isinstance(additional, dict):
             code = additional.get("code")
         code = code or decoded.get("code") or decoded.get("errorCode")
-    cls = _ERROR_BY_STATUS.get(status) or (ServerError if status >= 500 else ApiError)
-    return cls(status, error, error_info, None if code is None else str(code), decoded, headers)
+    if 300 <= status < 400:
+        error = _redirect_text(headers)
+    code = None if code is None else str(code)
+    return error_class(status)(status, error, error_info, code, decoded, headers)

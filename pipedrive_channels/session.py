@@ -20,14 +20,19 @@ from multidict import CIMultiDictProxy
 from yarl import URL
 
 from .auth import Authorizer, require_secure_url
-from .errors import ApiError, TransportError, error_from_response
+from .errors import ApiError, TransportError, ValidationError, error_class, error_from_response
 
-__all__ = ["DEFAULT_BASE_URL", "Response", "Session"]
+__all__ = ["DEFAULT_BASE_URL", "DEFAULT_MAX_ANSWER_BYTES", "Response", "Session"]
 
 DEFAULT_BASE_URL = "https://api.pipedrive.com/v1"
 """Where requests go when neither ``base_url`` nor the token's ``api_domain`` says otherwise."""
 
+DEFAULT_MAX_ANSWER_BYTES = 8 * 1024 * 1024
+"""The largest answer read, counted decoded (after gzip): many times Pipedrive's largest page (500 items)."""
+
 _log = logging.getLogger("pipedrive_channels")
+_NOT_OPEN = "the client is not open: use `async with ChannelsClient(...)` or `await open()`"
+_CLOSED = "this client is closed; create a new one"
 
 
 # Failures that happen before a byte of the request is sent: retrying them can never act twice.
@@ -69,6 +74,8 @@ class Session:
         token, else :data:`DEFAULT_BASE_URL`. Plain HTTP is refused unless the host is loopback.
     :param session: an aiohttp session to use (not closed by :meth:`close`); else one is created on open.
     :param timeout: seconds for one request, connection included.
+    :param max_answer_bytes: the largest answer read, counted after decompression; a larger one is an
+        :class:`~pipedrive_channels.errors.ApiError` and its connection is closed.
     """
 
     def __init__(
@@ -78,7 +85,11 @@ class Session:
         base_url: str | None = None,
         session: aiohttp.ClientSession | None = None,
         timeout: float = 30.0,
+        max_answer_bytes: int = DEFAULT_MAX_ANSWER_BYTES,
     ) -> None:
+        if isinstance(max_answer_bytes, bool) or not isinstance(max_answer_bytes, int) or max_answer_bytes < 1:
+            raise ValidationError("max_answer_bytes", f"must be a positive int, got {max_answer_bytes!r}")
+        self._max_answer_bytes = max_answer_bytes
         self._auth = authorizer
         self._explicit_base_url = require_secure_url("base_url", base_url) if base_url is not None else None
         self._http = session
@@ -105,7 +116,7 @@ class Session:
     async def open(self) -> None:
         """Create the aiohttp session if none was given, and adopt a newer stored token."""
         if self._closed:
-            raise RuntimeError("this session is closed; create a new client")
+            raise RuntimeError(_CLOSED)
         await self._auth.load_stored()
         self._adopt_credentials()
         if self._http is None:
@@ -146,24 +157,29 @@ class Session:
 
         Refreshes the token first when it expires within the margin. ``params`` become the query string.
 
-        :raises ApiError: a subclass per status for non-2xx answers, or ``ApiError`` for ``success: false``.
+        Redirects are never followed: a token must not go to whatever host a ``Location`` names.
+
+        :raises ApiError: a subclass per status for non-2xx answers (3xx included), ``ApiError`` for
+            ``success: false``, an answer that is not JSON, or one larger than ``max_answer_bytes``.
         :raises TransportError: no HTTP answer (connection error, dropped connection, timeout).
         """
         http = self._http
         if http is None:
-            raise RuntimeError("the client is not open: use `async with ChannelsClient(...)` or `await open()`")
+            raise RuntimeError(_CLOSED if self._closed else _NOT_OPEN)
         if self._auth.refresh_due():
             await self.refresh(self._auth.generation)
+        failure: TransportError | None = None
         try:
             base = self._base_url if version == "v1" else self._base_url_v2
             async with http.request(
-                method, _url(base + path), data=body, params=params, headers=self._headers, timeout=self._timeout
+                method, _url(base + path), data=body, params=params, headers=self._headers, timeout=self._timeout,
+                allow_redirects=False,
             ) as response:
-                raw = await response.read()
+                raw = await self._read(response)
         except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as exc:
-            reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-            _log.debug("%s %s failed: %s", method, path, reason)
-            raise TransportError(f"{method} {path}: {reason}", request_sent=not isinstance(exc, _NOT_SENT)) from exc
+            failure = _transport_error(method, path, exc)
+        if failure is not None:
+            raise failure  # outside the except block: not even __context__ holds aiohttp's exception
         status, headers = response.status, response.headers
         if _log.isEnabledFor(logging.DEBUG):
             _log.debug("%s %s -> %d", method, path, status)
@@ -172,12 +188,31 @@ class Session:
         try:
             # Decoding first skips json.loads' encoding detection on bytes; a non-UTF-8 body is a ValueError too.
             decoded = json.loads(raw.decode()) if raw else None
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:  # RecursionError: nested deeper than the interpreter's stack
             text = raw.decode("utf-8", "replace")
             raise ApiError(status, "the answer is not JSON", body=text, headers=headers) from exc
         if isinstance(decoded, dict) and decoded.get("success") is False:
             raise error_from_response(status, decoded, headers)
         return Response(status, decoded, headers)
+
+    async def _read(self, response: aiohttp.ClientResponse) -> bytes:
+        """The answer's decoded body, or an error once it passes ``max_answer_bytes`` (the rest is never read)."""
+        cap = self._max_answer_bytes
+        # Content-Length counts the encoded bytes: only without a Content-Encoding is it the size read.
+        size = None if "Content-Encoding" in response.headers else response.content_length
+        if size is None:
+            chunks, size = [], 0
+            while size <= cap and (chunk := await response.content.readany()):
+                chunks.append(chunk)
+                size += len(chunk)
+            if size <= cap:
+                return b"".join(chunks)
+        elif size <= cap:
+            return await response.read()  # the common case: one read of a known, small size
+        response.close()  # the connection, with the unread rest, must not go back to the pool
+        status = response.status
+        message = f"the answer is larger than max_answer_bytes ({cap} bytes)"
+        raise error_class(status)(status, message, headers=response.headers)
 
     def _adopt_credentials(self) -> None:
         self._headers = {**self._auth.headers, "Content-Type": "application/json"}
@@ -189,3 +224,15 @@ class Session:
         else:
             self._base_url = DEFAULT_BASE_URL
         self._base_url_v2 = _v2_beside(self._base_url)
+
+
+def _transport_error(method: str, path: str, exc: BaseException) -> TransportError:
+    """The :class:`TransportError` for an aiohttp failure, from its type and text only.
+
+    aiohttp's ``ClientResponseError`` (and its subclasses) hold ``request_info.headers``, the token among
+    them, and its text ends with the URL: keep its status and message, which come from the answer.
+    """
+    text = f"{exc.status}, {exc.message}" if isinstance(exc, aiohttp.ClientResponseError) else str(exc)
+    reason = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    _log.debug("%s %s failed: %s", method, path, reason)
+    return TransportError(f"{method} {path}: {reason}", request_sent=not isinstance(exc, _NOT_SENT))

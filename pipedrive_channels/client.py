@@ -327,23 +327,27 @@ class ChannelsClient:
         v1 pages by offset (``additional_data.pagination``: ``more_items_in_collection``, ``next_start``, sent
         back as ``start``); v2 by cursor (``additional_data.next_cursor``, sent back as ``cursor``).
         ``timeout`` bounds each page's call.
+
+        :raises ApiError: a page whose ``data`` is not a list, whose paging fields have an odd shape, or whose
+            next offset or cursor does not move on (a server repeating itself would be paged for ever); the
+            items of that page are not yielded.
         """
         query = dict(params or {})
+        cursors = {query["cursor"]} if "cursor" in query else set()  # every cursor sent, to catch a cycle
         while True:
             page = await self.request("GET", path, version=version, params=query, priority=priority, timeout=timeout)
-            for item in page.data or ():
+            items = _page_field(page, page.data, "data", list)
+            additional = _page_field(page, page.additional_data, "additional_data", dict)
+            key, position = (
+                ("start", _next_start(page, additional, int(query.get("start", 0))))
+                if version == "v1"
+                else ("cursor", _next_cursor(page, additional, cursors))
+            )
+            for item in items:
                 yield item
-            additional = page.additional_data if isinstance(page.additional_data, dict) else {}
-            if version == "v1":
-                pagination = additional.get("pagination") or {}
-                if not pagination.get("more_items_in_collection"):
-                    return
-                query["start"] = pagination.get("next_start", int(query.get("start", 0)) + len(page.data or ()))
-            else:
-                cursor = additional.get("next_cursor")
-                if not cursor:
-                    return
-                query["cursor"] = cursor
+            if position is None:
+                return
+            query[key] = position
 
     async def _call(
         self,
@@ -416,6 +420,50 @@ class ChannelsClient:
                 return response
             refreshed = True
             await session.refresh(generation)
+
+
+_Field = TypeVar("_Field", list[Any], dict[str, Any], str)
+
+
+def _page_error(page: ApiResponse, message: str) -> ApiError:
+    envelope = {"data": page.data, "additional_data": page.additional_data}
+    return ApiError(page.status, message, body=envelope, headers=page.headers)
+
+
+def _page_field(page: ApiResponse, value: Any, field: str, kind: type[_Field]) -> _Field:
+    """A page's ``field`` if it is a ``kind``, empty if missing or null; any other value is an error naming it."""
+    if value is None:
+        return kind()
+    if not isinstance(value, kind):
+        raise _page_error(page, f"{field} of a page must be a {kind.__name__} or null, got {type(value).__name__}")
+    return value
+
+
+def _next_start(page: ApiResponse, additional: dict[str, Any], start: int) -> int | None:
+    """The offset of the next v1 page (``None`` after the last), which must lie past this page's ``start``."""
+    pagination = _page_field(page, additional.get("pagination"), "additional_data.pagination", dict)
+    more = pagination.get("more_items_in_collection")
+    if not isinstance(more, bool | None):
+        raise _page_error(page, f"additional_data.pagination.more_items_in_collection must be a bool, got "
+                                f"{type(more).__name__}")
+    if not more:
+        return None
+    next_start = pagination.get("next_start", start + len(page.data or ()))
+    if isinstance(next_start, bool) or not isinstance(next_start, int) or next_start <= start:
+        raise _page_error(page, f"additional_data.pagination.next_start {next_start!r} does not move past start "
+                                f"{start}: paging would never end")
+    return next_start
+
+
+def _next_cursor(page: ApiResponse, additional: dict[str, Any], sent: set[str]) -> str | None:
+    """The cursor of the next v2 page (``None`` after the last), which must be one not ``sent`` before."""
+    cursor = _page_field(page, additional.get("next_cursor"), "additional_data.next_cursor", str)
+    if not cursor:
+        return None
+    if cursor in sent:
+        raise _page_error(page, f"additional_data.next_cursor {cursor!r} was sent before: paging would never end")
+    sent.add(cursor)
+    return cursor
 
 
 def _settle(reservation: Reservation, searching: Reservation | None, headers: Mapping[str, str] | None) -> None:

@@ -1,5 +1,6 @@
-"""The transport against hostile answers: redirects, secrets in exception chains, deep JSON, oversized and
-gzip-bomb answers, and the closed client's message (issue 11: items 2, 9, 10, 14, 29).
+"""The transport against hostile answers: redirects, secrets in exception chains, deep JSON, pages that do not
+advance or have an odd shape, oversized and gzip-bomb answers, and the closed client's message (issue 11: items 2,
+9, 10, 11, 14, 29).
 
 Hostile servers are throwaway aiohttp servers (or a raw TCP server) on 127.0.0.1.
 """
@@ -10,6 +11,7 @@ import asyncio
 import contextlib
 import functools
 import json
+import re
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime, timezone
@@ -18,7 +20,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
-from aioresponses import aioresponses
+from aioresponses import CallbackResult, aioresponses
 
 from pipedrive_channels import (
     ApiError,
@@ -159,6 +161,99 @@ async def test_deeply_nested_json_in_an_error_body_is_kept_as_text() -> None:
             with pytest.raises(BadRequestError) as info:
                 await client.request("GET", "/deals")
     assert info.value.body == DEEP
+
+
+# -- item 11: pages that do not advance, or have an odd shape ---------------------------------------------------
+
+PAGES = re.compile(r"^https://api\.pipedrive\.com/(v1|api/v2)/leads.*$")
+
+
+async def collect(answer: Any, version: str = "v1", limit: int = 20) -> list[Any]:
+    """Page through ``/leads`` with ``answer`` as every page; fail the test past ``limit`` pages."""
+    pages = 0
+
+    def page(url: Any, **kwargs: Any) -> CallbackResult:
+        nonlocal pages
+        pages += 1
+        assert pages < limit, "paginate() did not stop"
+        return CallbackResult(payload=answer)
+
+    async with ChannelsClient(TOKEN, budget=RateBudget.unlimited(), retry=RetryPolicy.none()) as client:
+        with aioresponses() as mocked:
+            mocked.get(PAGES, callback=page, repeat=True)
+            return [item async for item in client.paginate("/leads", version=version)]
+
+
+async def test_an_offset_that_does_not_advance_is_an_error() -> None:
+    page = {"success": True, "data": [{"n": 1}],
+            "additional_data": {"pagination": {"more_items_in_collection": True, "next_start": 0}}}
+    with pytest.raises(ApiError, match="next_start"):
+        await collect(page)
+
+
+async def test_more_items_without_items_or_next_start_is_an_error() -> None:
+    page = {"success": True, "data": [], "additional_data": {"pagination": {"more_items_in_collection": True}}}
+    with pytest.raises(ApiError, match="next_start"):
+        await collect(page)
+
+
+async def test_a_cursor_seen_before_is_an_error() -> None:
+    page = {"success": True, "data": [{"n": 1}], "additional_data": {"next_cursor": "c-1"}}
+    items: list[Any] = []
+    with pytest.raises(ApiError, match="next_cursor"):
+        items = await collect(page, version="v2")
+    assert items == []  # the repeated page's items are not yielded twice
+
+
+async def test_a_cursor_cycle_is_an_error() -> None:
+    served: list[str] = []
+    async with ChannelsClient(TOKEN, budget=RateBudget.unlimited(), retry=RetryPolicy.none()) as client:
+        with aioresponses() as mocked:
+            def page(url: Any, **kwargs: Any) -> CallbackResult:
+                cursor = "ab"[len(served) % 2]
+                served.append(cursor)
+                assert len(served) < 10, "paginate() did not stop"
+                return CallbackResult(payload={"success": True, "data": [cursor], "additional_data": {
+                    "next_cursor": cursor}})
+
+            mocked.get(PAGES, callback=page, repeat=True)
+            items = []
+            with pytest.raises(ApiError, match="next_cursor"):
+                async for item in client.paginate("/leads", version="v2"):
+                    items.append(item)
+                    assert len(items) < 10, "paginate() did not stop"
+    assert items == ["a", "b"] and served == ["a", "b", "a"]
+
+
+@pytest.mark.parametrize(
+    ("version", "page", "field"),
+    [
+        ("v1", {"data": "abc"}, "data"),
+        ("v1", {"data": 7}, "data"),
+        ("v1", {"data": {"id": 1}}, "data"),
+        ("v2", {"data": "abc"}, "data"),
+        ("v1", {"data": [], "additional_data": "x"}, "additional_data"),
+        ("v2", {"data": [], "additional_data": [1]}, "additional_data"),
+        ("v1", {"data": [], "additional_data": {"pagination": "more"}}, "pagination"),
+        ("v1", {"data": [1], "additional_data": {"pagination": {"more_items_in_collection": "yes",
+                                                                "next_start": 1}}}, "more_items_in_collection"),
+        ("v1", {"data": [1], "additional_data": {"pagination": {"more_items_in_collection": True,
+                                                                "next_start": "1"}}}, "next_start"),
+        ("v1", {"data": [1], "additional_data": {"pagination": {"more_items_in_collection": True,
+                                                                "next_start": True}}}, "next_start"),
+        ("v2", {"data": [1], "additional_data": {"next_cursor": 5}}, "next_cursor"),
+    ],
+)
+async def test_an_odd_page_shape_is_an_error_naming_the_field(version: str, page: dict[str, Any], field: str) -> None:
+    with pytest.raises(ApiError, match=field) as info:
+        await collect({"success": True, **page}, version=version)
+    assert info.value.status == 200
+
+
+async def test_null_data_and_no_additional_data_end_the_pages() -> None:
+    assert await collect({"success": True, "data": None}) == []
+    assert await collect({"success": True, "data": None, "additional_data": None}, version="v2") == []
+    assert await collect({"success": True, "data": [1], "additional_data": {"pagination": None}}) == [1]
 
 
 # -- item 14: a cap on the answer's decoded size -------------------------------------------------------------------

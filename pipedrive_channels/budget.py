@@ -345,6 +345,25 @@ class Reservation:
         if headers:
             self._budget.observe(headers)
 
+    def refund(self) -> None:
+        """Nothing was sent after all: free the slot at once and give the cost back, as if never admitted.
+
+        A reservation already settled, or whose budget cannot give back (unlimited, shared), settles instead.
+        """
+        budget = self._budget
+        if budget is None or self.settled:
+            self.settle()
+            return
+        self.settled = True
+        budget._in_flight -= 1
+        budget._tokens_charged -= self.cost
+        budget._gate.requests -= 1
+        if budget._daily is not None:
+            daily = budget._daily
+            daily._refill(budget._clock())
+            daily._tokens = min(daily.capacity, daily._tokens + self.cost)
+        budget._reschedule()
+
     def __del__(self) -> None:
         if not self.settled and self._budget is not None:
             # Only a list append here: a finaliser may run in the middle of the budget's own bookkeeping.

@@ -276,7 +276,7 @@ def _oauth_app(
         return None
     if not client_id or not client_secret:
         raise UsageError(f"set both ${_ENV_CLIENT_ID} and ${_ENV_CLIENT_SECRET} (the app's OAuth credentials)")
-    urls = {"token_url": token_url, "authorize_url": authorize_url}
+    urls: dict[str, Any] = {"token_url": token_url, "authorize_url": authorize_url}
     try:
         return OAuthApp(
             client_id, client_secret, redirect_uri=redirect_uri, **{k: v for k, v in urls.items() if v is not None}

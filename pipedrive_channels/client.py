@@ -24,7 +24,7 @@ import aiohttp
 from .auth import ApiToken, Authorizer, OAuthApp, OAuthToken, TokenStore
 from .budget import Plan, Priority, RateBudget, Reservation
 from .costs import DEFAULT_COST, Operation, find_operation, operation_cost
-from .errors import ApiError, PipedriveError, ValidationError
+from .errors import ApiError, PipedriveError, TransportError, ValidationError
 from .models import ApiResponse, Channel, Message, NewChannel, ProviderType, converter, require_identifier
 from .retry import Repeat, RetryPolicy
 from .session import DEFAULT_MAX_ANSWER_BYTES, Response, Session
@@ -112,7 +112,9 @@ class ChannelsClient:
         :class:`ApiToken` (sent as ``x-api-token``).
     :param app: the OAuth app that can refresh ``token``; without it a 401 raises ``AuthenticationError``.
     :param base_url: overrides the API root (e.g. ``http://127.0.0.1:PORT/v1``); default
-        ``{token.api_domain}/api/v1``, else ``https://api.pipedrive.com/v1``.
+        ``{token.api_domain}/api/v1``, else ``https://api.pipedrive.com/v1``. Without it, an ``api_domain`` (from
+        the token, a refresh or the store) must be https on ``pipedrive.com`` or a subdomain, else
+        ``ValidationError``; a fake or proxy on any other host is reached through ``base_url``.
     :param token_store: where refreshed tokens are saved; a newer stored token is adopted on open.
     :param session: an aiohttp session to share (the client does not close it).
     :param timeout: seconds for one HTTP request.
@@ -137,9 +139,10 @@ class ChannelsClient:
         retry: RetryPolicy | None = None,
         max_answer_bytes: int = DEFAULT_MAX_ANSWER_BYTES,
     ) -> None:
+        # Without a base_url, requests follow the token's api_domain, which must then be a Pipedrive host.
+        authorizer = Authorizer(token, app, token_store, follow_api_domain=base_url is None)
         self._session = Session(
-            Authorizer(token, app, token_store), base_url=base_url, session=session, timeout=timeout,
-            max_answer_bytes=max_answer_bytes,
+            authorizer, base_url=base_url, session=session, timeout=timeout, max_answer_bytes=max_answer_bytes
         )
         if budget is None:
             auth = "api_token" if isinstance(token, ApiToken) else "oauth"
@@ -389,7 +392,10 @@ class ChannelsClient:
         params: Mapping[str, str] | None,
         search: bool,
     ) -> Response:
-        """Charge, send and settle one attempt; after a 401, refresh the token once and send once more."""
+        """Charge, send and settle one attempt; after a 401, refresh the token once and send once more.
+
+        A charge is refunded when nothing was sent: the proactive refresh failed, or the connection was refused.
+        """
         session, budget = self._session, self._budget
         refreshed = False
         while True:
@@ -405,6 +411,13 @@ class ChannelsClient:
                 if searching is not None:
                     searching.settle()  # nothing is sent: its search slot frees one window from now
                 raise
+            try:
+                # Here, not in the request: a failed refresh then sends nothing, costs nothing, and is not taken
+                # for the API's 401 below (which would ask the token endpoint a second time).
+                await session.refresh_if_due()
+            except BaseException:
+                _refund(reservation, searching)
+                raise
             generation = session.generation
             try:
                 response = await session.request(method, path, body, version=version, params=params)
@@ -412,8 +425,11 @@ class ChannelsClient:
                 _settle(reservation, searching, error.headers)
                 if error.status != 401 or refreshed or not session.can_refresh:
                     raise
-            except BaseException:
-                _settle(reservation, searching, None)
+            except BaseException as error:
+                if isinstance(error, TransportError) and not error.request_sent:
+                    _refund(reservation, searching)  # it never left, so the server counted nothing
+                else:
+                    _settle(reservation, searching, None)
                 raise
             else:
                 _settle(reservation, searching, response.headers)
@@ -470,3 +486,9 @@ def _settle(reservation: Reservation, searching: Reservation | None, headers: Ma
     reservation.settle(headers)
     if searching is not None:
         searching.settle()
+
+
+def _refund(reservation: Reservation, searching: Reservation | None) -> None:
+    reservation.refund()
+    if searching is not None:
+        searching.refund()

@@ -71,7 +71,7 @@ async def run_demo(messages: int = 2_000, on_progress: Callable[[Progress], None
         print(f"  budget: Lite plan, {budget.requests_per_window} requests per 2 s, 30,000 tokens a day; "
               f"this job needs about {budget.time_for(messages + len(CHANNELS), 10 * messages):.0f} s")
         with tempfile.TemporaryDirectory() as folder:
-            async with ChannelsClient(token, app=app, budget=budget) as client:
+            async with ChannelsClient(token, app=app, base_url=fake.base_url, budget=budget) as client:
                 report = await backfill(client, sample_history(messages), concurrency=16,
                                         checkpoint=Path(folder) / "demo-checkpoint.sqlite",
                                         ensure_channels=CHANNELS, on_progress=on_progress)

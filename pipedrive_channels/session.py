@@ -19,7 +19,7 @@ import aiohttp
 from multidict import CIMultiDictProxy
 from yarl import URL
 
-from .auth import Authorizer, require_secure_url
+from .auth import Authorizer, require_api_domain, require_secure_url
 from .errors import ApiError, TransportError, ValidationError, error_class, error_from_response
 
 __all__ = ["DEFAULT_BASE_URL", "DEFAULT_MAX_ANSWER_BYTES", "Response", "Session"]
@@ -71,7 +71,8 @@ class Session:
 
     :param authorizer: the credentials and their refresh.
     :param base_url: e.g. ``http://127.0.0.1:8080/v1``; if ``None``, ``{api_domain}/api/v1`` of the current
-        token, else :data:`DEFAULT_BASE_URL`. Plain HTTP is refused unless the host is loopback.
+        token (a Pipedrive host only, see :func:`~pipedrive_channels.auth.require_api_domain`), else
+        :data:`DEFAULT_BASE_URL`. Plain HTTP is refused unless the host is loopback.
     :param session: an aiohttp session to use (not closed by :meth:`close`); else one is created on open.
     :param timeout: seconds for one request, connection included.
     :param max_answer_bytes: the largest answer read, counted after decompression; a larger one is an
@@ -101,11 +102,13 @@ class Session:
     @property
     def base_url(self) -> str:
         """Where v1 endpoint paths are appended now (follows ``api_domain`` after refreshes)."""
+        self._follow_authorizer()
         return self._base_url
 
     @property
     def base_url_v2(self) -> str:
         """Where v2 endpoint paths are appended: the v1 base URL without ``/v1`` (and ``/api``), + ``/api/v2``."""
+        self._follow_authorizer()
         return self._base_url_v2
 
     @property
@@ -118,7 +121,6 @@ class Session:
         if self._closed:
             raise RuntimeError(_CLOSED)
         await self._auth.load_stored()
-        self._adopt_credentials()
         if self._http is None:
             self._http = aiohttp.ClientSession(timeout=self._timeout)
 
@@ -131,7 +133,7 @@ class Session:
 
     @property
     def generation(self) -> int:
-        """How many times the token was refreshed; note it before sending, to refresh after a 401."""
+        """The authorizer's generation (it changes when a refresh ends); note it before sending, for a 401."""
         return self._auth.generation
 
     @property
@@ -142,7 +144,11 @@ class Session:
     async def refresh(self, generation: int) -> None:
         """Refresh the token unless that already happened since ``generation`` (single-flight)."""
         await self._auth.refresh(generation, self._http)
-        self._adopt_credentials()
+
+    async def refresh_if_due(self) -> None:
+        """Refresh the token now if it expires within the margin; nothing is sent to the API."""
+        if self._auth.refresh_due():
+            await self.refresh(self._auth.generation)
 
     async def request(
         self,
@@ -166,8 +172,8 @@ class Session:
         http = self._http
         if http is None:
             raise RuntimeError(_CLOSED if self._closed else _NOT_OPEN)
-        if self._auth.refresh_due():
-            await self.refresh(self._auth.generation)
+        await self.refresh_if_due()
+        self._follow_authorizer()
         failure: TransportError | None = None
         try:
             base = self._base_url if version == "v1" else self._base_url_v2
@@ -214,13 +220,20 @@ class Session:
         message = f"the answer is larger than max_answer_bytes ({cap} bytes)"
         raise error_class(status)(status, message, headers=response.headers)
 
+    def _follow_authorizer(self) -> None:
+        # The authorizer's refresh adopts the new token itself, even when every caller that waited for it was
+        # cancelled; the session catches up here, cheaply, before it uses the credentials.
+        if self._adopted != self._auth.generation:
+            self._adopt_credentials()
+
     def _adopt_credentials(self) -> None:
+        self._adopted = self._auth.generation
         self._headers = {**self._auth.headers, "Content-Type": "application/json"}
         domain = self._auth.api_domain
         if self._explicit_base_url is not None:
             self._base_url = self._explicit_base_url
         elif domain:
-            self._base_url = require_secure_url("api_domain", domain) + "/api/v1"
+            self._base_url = require_api_domain(domain) + "/api/v1"
         else:
             self._base_url = DEFAULT_BASE_URL
         self._base_url_v2 = _v2_beside(self._base_url)

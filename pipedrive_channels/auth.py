@@ -177,12 +177,12 @@ def _expiry(expires_in: object, now: datetime) -> datetime | None:
     """``now + expires_in`` seconds; a non-number, NaN, infinite or out-of-range value names the field."""
     if expires_in is None:
         return None
-    if isinstance(expires_in, bool) or not isinstance(expires_in, int | float) or not math.isfinite(expires_in):
-        raise ValidationError("expires_in", "must be a finite number of seconds")
+    if isinstance(expires_in, bool) or not isinstance(expires_in, int | float):
+        raise ValidationError("expires_in", "must be a number of seconds")
     try:
-        return now + timedelta(seconds=expires_in)
-    except OverflowError:
-        raise ValidationError("expires_in", "is out of range") from None
+        return now + timedelta(seconds=float(expires_in))
+    except (OverflowError, ValueError):  # too large for a float or a datetime, infinite, NaN
+        raise ValidationError("expires_in", "must be a finite number of seconds within range") from None
 
 
 _TOKEN_FIELDS = frozenset(field.name for field in attrs.fields(OAuthToken))
@@ -253,10 +253,10 @@ class JsonFileTokenStore:
     def _load(self) -> OAuthToken | None:
         self._remove_stale_temp_files()
         try:
-            text = self.path.read_text(encoding="utf-8")
+            raw = self.path.read_bytes()
         except FileNotFoundError:
             return None
-        data = _decode_json(text)
+        data = _decode_json(raw)  # bytes: invalid UTF-8 is "not JSON" too
         if data is _NOT_JSON:
             raise ValidationError("token_file", f"{self.path} is not JSON")
         if not isinstance(data, dict):

@@ -112,7 +112,8 @@ class FakePipedrive:
     :param access_token_ttl: lifetime in seconds of the access tokens issued, also sent as ``expires_in``.
     :param rate_limit: requests per token per rolling 2-second window, sent as ``x-ratelimit-limit``.
     :param enforce_rate_limit: answer 429 to requests beyond ``rate_limit`` in the window.
-    :param api_domain: ``api_domain`` sent in token responses; None means :attr:`root_url`.
+    :param api_domain: ``api_domain`` sent in token responses; None means :attr:`root_url`. The SDK follows only
+        an https Pipedrive ``api_domain``, so a client of the fake passes ``base_url=fake.base_url``.
     """
 
     def __init__(

@@ -132,7 +132,7 @@ class OAuthToken:
         :raises ValidationError: naming the first field that is missing or of the wrong type.
         """
         if not isinstance(data, Mapping):
-            raise ValidationError("token", "the token endpoint's answer must be a JSON object")
+            raise ValidationError("token", "must be a JSON object")
         access_token = data.get("access_token")
         if not isinstance(access_token, str) or not access_token:
             raise ValidationError("access_token", "missing from the token endpoint's answer")
@@ -412,10 +412,11 @@ def _token_error(status: int, data: Any, headers: Mapping[str, str], secrets: li
     a redirect names its target's host, and is never followed.
     """
 
+    # One pass, longest first: a secret inside another is not left half-replaced, nor is "<redacted>" itself.
+    pattern = re.compile("|".join(map(re.escape, sorted(secrets, key=len, reverse=True))))
+
     def redact(text: str) -> str:
-        for secret in secrets:
-            text = text.replace(secret, "<redacted>")
-        return text
+        return pattern.sub("<redacted>", text) if secrets else text
 
     safe_headers = CIMultiDict((name, redact(value)) for name, value in headers.items())
     body = None

@@ -416,3 +416,13 @@ def test_urls_with_userinfo_are_refused_before_aiohttp_sees_them() -> None:
     assert "pass-SECRET" not in str(info.value)
     with pytest.raises(ValidationError, match="token_url"):
         OAuthApp("client-id", SECRET, token_url="https://user:pw@oauth.example/token")
+
+
+async def test_redaction_replaces_every_secret_once_whatever_their_overlap() -> None:
+    app = OAuthApp("client-id", "SECRET")
+    answer = {"error": "invalid_grant", "message": "code SECRET-c0de and SECRET are wrong"}
+    with aioresponses() as mock:
+        mock.post(app.token_url, status=400, payload=answer)
+        with pytest.raises(AuthenticationError) as info:
+            await app.exchange_code("SECRET-c0de")
+    assert info.value.body["message"] == "code <redacted> and <redacted> are wrong"

@@ -12,10 +12,14 @@ bounded buffer, so memory stays flat whatever the input size, and sends each mes
   Each delivery commits before its worker starts another call; in WAL mode with ``synchronous=NORMAL`` a commit
   survives ``kill -9`` (it is in the OS's hands), so a crash re-sends at most ``concurrency`` records, which is
   safe: receive is idempotent on ``id``. A commit costs about 25 us on the event loop: far below what any
-  plan's budget lets through (480 requests per 2 s at most), so it is done in line, not in a thread.
+  plan's budget lets through (480 requests per 2 s at most), so it is done in line, not in a thread. One run at a
+  time may use a journal: a second one is refused (:class:`CheckpointLockedError`), since two would send every
+  record twice and put statuses back.
 - **Failures** do not stop the run: a record that fails for good (400, retries exhausted, a bad input line) is
   kept in the report and the journal with its reason (a re-run tries it again). A spent daily budget pauses
-  the run until the budget allows, or stops it resumably at the ``deadline``; so does ``stop``.
+  the run until the budget allows, or stops it resumably at the ``deadline``; so does ``stop``. An error of the
+  run itself (the budget's Redis down, the journal unwritable, ``on_progress`` or the input raising) ends it at
+  once, resumably, and is raised: what was delivered is journalled, nothing else is.
 """
 
 from __future__ import annotations
@@ -25,24 +29,48 @@ import hashlib
 import json
 import os
 import sqlite3
+import sys
 import time
 from collections import deque
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from types import TracebackType
+from typing import Any, BinaryIO
 
 import attrs
 
 from .budget import Priority, RateBudget
 from .client import ChannelsClient
 from .costs import operation_cost
-from .errors import ApiError, BudgetExhaustedError, BudgetTimeoutError, RateLimitError, TransportError, ValidationError
+from .errors import (
+    ApiError,
+    BudgetExhaustedError,
+    BudgetTimeoutError,
+    PipedriveError,
+    RateLimitError,
+    TransportError,
+    ValidationError,
+)
 from .models import Message, converter
 
+if sys.platform == "win32":
+    import msvcrt
+
+    def _lock(file: BinaryIO) -> None:
+        msvcrt.locking(file.fileno(), msvcrt.LK_NBLCK, 1)  # OSError when another process holds it
+else:
+    import fcntl
+
+    def _lock(file: BinaryIO) -> None:
+        fcntl.flock(file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)  # BlockingIOError when another one holds it
+
 __all__ = [
+    "MAX_CONCURRENCY",
     "BackfillReport",
     "BadInput",
     "Checkpoint",
+    "CheckpointError",
+    "CheckpointLockedError",
     "Estimate",
     "Failure",
     "Progress",
@@ -53,6 +81,22 @@ __all__ = [
 ]
 
 _RECEIVE_COST = operation_cost("POST", "/channels/messages/receive")
+
+MAX_CONCURRENCY = 256
+"""The most calls a back-fill keeps in flight: past what any plan's burst limit lets through (480 requests per
+2 s), while each one costs a task and buffer room."""
+
+# What a delivery may raise that concerns its record only (the run goes on): an error answer, no answer, a
+# message the client refuses, or an answer nested too deep to decode. Anything else ends the run.
+_RECORD_ERRORS = (ApiError, TransportError, ValidationError, RecursionError)
+
+
+class CheckpointError(PipedriveError):
+    """The checkpoint journal cannot be opened, read or written; names the file. The SQLite error is the cause."""
+
+
+class CheckpointLockedError(CheckpointError):
+    """Another run (in this process or another one) uses the checkpoint; it is held until that run ends."""
 
 
 @attrs.frozen
@@ -123,55 +167,95 @@ class Estimate:
 
 
 class Checkpoint:
-    """The back-fill journal: a SQLite file (WAL mode) of delivered and failed records, and added channels."""
+    """The back-fill journal: a SQLite file (WAL mode) of delivered and failed records, and added channels.
+
+    It holds an exclusive lock on ``<path>.lock`` while open (``flock``, released by the OS when the process dies,
+    even by ``kill -9``), so a second run on the same journal is refused with :class:`CheckpointLockedError`.
+    """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
-        # Autocommit: each statement is its own transaction, committed before the next record goes out.
-        self._db = sqlite3.connect(self.path, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute(
-            "CREATE TABLE IF NOT EXISTS records (key BLOB PRIMARY KEY, message_id TEXT NOT NULL, failure TEXT)"
-            " WITHOUT ROWID"
-        )
-        self._db.execute("CREATE TABLE IF NOT EXISTS channels (provider_channel_id TEXT PRIMARY KEY)")
+        lock_path = self.path.with_name(self.path.name + ".lock")
+        try:
+            self._lock_file: BinaryIO = open(lock_path, "ab")  # noqa: SIM115 (held until close())
+        except OSError as error:
+            raise CheckpointError(f"checkpoint {self.path}: cannot create its lock file: {error}") from None
+        try:
+            _lock(self._lock_file)
+        except OSError:
+            self._lock_file.close()
+            raise CheckpointLockedError(
+                f"checkpoint {self.path} is in use by another run (it holds {lock_path}); wait for it to end or "
+                f"use another checkpoint"
+            ) from None
+        try:
+            # Autocommit: each statement is its own transaction, committed before the next record goes out.
+            self._db = sqlite3.connect(self.path, isolation_level=None)
+        except sqlite3.Error as error:
+            self._lock_file.close()
+            raise CheckpointError(f"checkpoint {self.path}: {error}") from error
+        try:
+            self._sql("PRAGMA journal_mode=WAL")
+            self._sql("PRAGMA synchronous=NORMAL")
+            self._sql(
+                "CREATE TABLE IF NOT EXISTS records (key BLOB PRIMARY KEY, message_id TEXT NOT NULL, failure TEXT)"
+                " WITHOUT ROWID"
+            )
+            self._sql("CREATE TABLE IF NOT EXISTS channels (provider_channel_id TEXT PRIMARY KEY)")
+        except CheckpointError:
+            self.close()
+            raise
 
     def __repr__(self) -> str:
         return f"Checkpoint({str(self.path)!r})"
 
+    def __enter__(self) -> Checkpoint:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def _sql(self, query: str, parameters: tuple[Any, ...] = ()) -> sqlite3.Cursor:
+        try:
+            return self._db.execute(query, parameters)
+        except sqlite3.Error as error:  # a full disk, a read-only file, a corrupt journal: the run cannot go on
+            raise CheckpointError(f"checkpoint {self.path}: {error}") from error
+
     def delivered(self, key: bytes) -> bool:
         """Whether the record with this key was delivered (a failed one is not: a re-run tries it again)."""
-        row = self._db.execute("SELECT failure FROM records WHERE key = ?", (key,)).fetchone()
+        row = self._sql("SELECT failure FROM records WHERE key = ?", (key,)).fetchone()
         return row is not None and row[0] is None
 
     def record(self, key: bytes, message_id: str, failure: str | None = None) -> None:
         """Journal a record as delivered (``failure`` None) or failed with that reason; committed at once."""
-        self._db.execute("INSERT OR REPLACE INTO records VALUES (?, ?, ?)", (key, message_id, failure))
+        self._sql("INSERT OR REPLACE INTO records VALUES (?, ?, ?)", (key, message_id, failure))
 
     def is_empty(self) -> bool:
         """Whether no record was journalled yet (a fresh run need not look anything up)."""
-        return self._db.execute("SELECT 1 FROM records LIMIT 1").fetchone() is None
+        return self._sql("SELECT 1 FROM records LIMIT 1").fetchone() is None
 
     def has_channel(self, provider_channel_id: str) -> bool:
         """Whether ``ensure_channels`` already added this channel in an earlier run."""
         query = "SELECT 1 FROM channels WHERE provider_channel_id = ?"
-        return self._db.execute(query, (provider_channel_id,)).fetchone() is not None
+        return self._sql(query, (provider_channel_id,)).fetchone() is not None
 
     def add_channel(self, provider_channel_id: str) -> None:
         """Journal a channel as added."""
-        self._db.execute("INSERT OR IGNORE INTO channels VALUES (?)", (provider_channel_id,))
+        self._sql("INSERT OR IGNORE INTO channels VALUES (?)", (provider_channel_id,))
 
     def counts(self) -> tuple[int, int]:
         """(delivered, failed) records in the journal."""
-        delivered, failed = self._db.execute(
-            "SELECT COUNT(*) - COUNT(failure), COUNT(failure) FROM records"
-        ).fetchone()
+        delivered, failed = self._sql("SELECT COUNT(*) - COUNT(failure), COUNT(failure) FROM records").fetchone()
         return int(delivered), int(failed)
 
     def close(self) -> None:
-        """Close the database."""
-        self._db.close()
+        """Close the database, then let another run have it."""
+        try:
+            self._db.close()
+        finally:
+            self._lock_file.close()
 
 
 def read_jsonl(path: str | os.PathLike[str]) -> Iterator[Message | BadInput]:
@@ -191,6 +275,8 @@ def read_jsonl(path: str | os.PathLike[str]) -> Iterator[Message | BadInput]:
                 yield converter.structure(data, Message)
             except ValidationError as error:
                 yield BadInput(number, str(error))
+            except RecursionError:  # json.loads (or structuring) recursing into a line like [[[[...]]]]
+                yield BadInput(number, "the JSON is nested too deeply")
             except (ValueError, TypeError, KeyError) as error:
                 reason = f"missing field {error}" if isinstance(error, KeyError) else f"{type(error).__name__}: {error}"
                 yield BadInput(number, reason)
@@ -285,16 +371,21 @@ async def backfill(
 ) -> BackfillReport:
     """Deliver ``messages`` with ``client.receive_message``; see the module docstring for the guarantees.
 
-    :param concurrency: calls in flight at once.
+    :param concurrency: calls in flight at once, at most :data:`MAX_CONCURRENCY`.
     :param checkpoint: the journal (a path opens or creates one); ``None`` keeps no journal.
     :param on_progress: called with a :class:`Progress` after each record.
     :param ensure_channels: ``{provider_channel_id: name}`` of channels to add first (once per checkpoint).
     :param shard: ``(k, n)``: take only the messages whose conversation is in shard ``k`` of ``n``.
     :param deadline: seconds from now after which the run stops resumably (in-flight calls finish).
     :param stop: set it to stop resumably, e.g. on Ctrl-C: calls in flight get ``stop_grace`` seconds to finish.
+    :raises CheckpointError: the journal cannot be used (:class:`CheckpointLockedError`: another run has it).
+    :raises BudgetUnavailableError: the shared budget's Redis is down (``on_redis_error="fail"``).
+
+    Any error of the run itself (the two above, an exception of ``on_progress`` or of the input) is raised as soon
+    as it happens; the calls in flight are cancelled and, not journalled, re-sent by a re-run.
     """
-    if concurrency < 1:
-        raise ValueError(f"concurrency must be at least 1, got {concurrency}")
+    if not 1 <= concurrency <= MAX_CONCURRENCY:
+        raise ValueError(f"concurrency must be from 1 to {MAX_CONCURRENCY}, got {concurrency}")
     if shard is not None and not 0 <= shard[0] < shard[1]:
         raise ValueError(f"shard must be (k, n) with 0 <= k < n, got {shard}")
     journal = Checkpoint(checkpoint) if isinstance(checkpoint, str | os.PathLike) else checkpoint
@@ -364,22 +455,19 @@ class _Run:
         ready: asyncio.Queue[_Record | None] = asyncio.Queue()
         room = _Room(high=self.concurrency * 4, low=self.concurrency * 2)
         workers = [asyncio.ensure_future(self.work(ready, room)) for _ in range(self.concurrency)]
+        # The reader is a task like the workers, so that the first of them to fail ends the run whatever the
+        # others wait for: the reader for room a dead worker would never free, a worker for a record.
+        tasks = [asyncio.ensure_future(self.feed(messages, shard, ready, room)), *workers]
         watcher = asyncio.ensure_future(self.end_on_stop(workers, room))
         try:
-            await self.feed(messages, shard, ready, room)
-        except BaseException:
-            for worker in workers:  # cancelled (or broken): in-flight calls are not journalled, so re-sent later
-                worker.cancel()
-            watcher.cancel()
-            await asyncio.gather(*workers, watcher, return_exceptions=True)
-            raise
-        for _ in workers:
-            ready.put_nowait(None)
-        results = await asyncio.gather(*workers, return_exceptions=True)
-        watcher.cancel()
-        for result in results:
-            if isinstance(result, BaseException) and not isinstance(result, asyncio.CancelledError):
-                raise result
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+        finally:  # cancelled, or a task failed (else all are done): in-flight calls are not journalled, so re-sent
+            for task in (*tasks, watcher):
+                task.cancel()
+            await asyncio.gather(*tasks, watcher, return_exceptions=True)
+        for task in tasks:
+            if not task.cancelled() and (error := task.exception()) is not None:
+                raise error
 
     async def end_on_stop(self, workers: list[asyncio.Task[None]], room: _Room) -> None:
         """After ``stop``, give in-flight calls ``stop_grace`` seconds, then cancel what still waits.
@@ -425,6 +513,8 @@ class _Run:
             else:
                 self.behind[item.id] = deque()
                 ready.put_nowait(record)
+        for _ in range(self.concurrency):
+            ready.put_nowait(None)  # the end of the input, one for each worker
 
     async def work(self, ready: asyncio.Queue[_Record | None], room: _Room) -> None:
         while (record := await ready.get()) is not None:
@@ -453,7 +543,7 @@ class _Run:
                     continue
                 self.stopped = True  # past the deadline: leave it for the re-run
                 return
-            except (ApiError, TransportError) as error:
+            except _RECORD_ERRORS as error:
                 self.failed_ids.add(record.message.id)
                 self.record_failure(record, str(error))
                 return

@@ -23,8 +23,10 @@ environment's ``PIPEDRIVE_ACCESS_TOKEN`` (a bearer token) or ``PIPEDRIVE_API_TOK
 The API root is ``--base-url``, else ``PIPEDRIVE_BASE_URL``, else the client's default. No token or client
 secret is ever printed.
 
-Exit codes: 0 done (everything delivered), 1 something failed, 2 usage error (bad arguments, missing credentials
-or input file), 3 the back-fill stopped early and a re-run with the same checkpoint resumes it.
+Exit codes: 0 done (everything delivered), 1 something failed (for a back-fill: a record, or the run itself, which a
+re-run resumes once the cause is fixed), 2 usage error (bad arguments, missing credentials, an unreadable input
+file, a checkpoint in use by another run), 3 the back-fill stopped early and a re-run with the same checkpoint
+resumes it.
 """
 
 from __future__ import annotations
@@ -37,7 +39,6 @@ import math
 import os
 import secrets
 import signal
-import sqlite3
 import sys
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
@@ -49,7 +50,18 @@ from urllib.parse import parse_qs, urlsplit
 import attrs
 
 from .auth import ApiToken, JsonFileTokenStore, OAuthApp, OAuthToken
-from .backfill import BackfillReport, BadInput, Checkpoint, Progress, backfill, estimate, read_jsonl, shard_of
+from .backfill import (
+    MAX_CONCURRENCY,
+    BackfillReport,
+    BadInput,
+    Checkpoint,
+    CheckpointError,
+    Progress,
+    backfill,
+    estimate,
+    read_jsonl,
+    shard_of,
+)
 from .budget import Plan, RateBudget
 from .client import ChannelsClient
 from .errors import PipedriveError, ValidationError
@@ -62,7 +74,8 @@ EXIT_OK = 0
 EXIT_FAILED = 1
 """Something failed: a back-fill record that could not be delivered, or an API call that was refused."""
 EXIT_USAGE = 2
-"""Bad command line, missing credentials or a missing input file (argparse uses 2 too)."""
+"""Bad command line, missing credentials, a missing or unreadable input file, a checkpoint in use (argparse uses 2
+too)."""
 EXIT_STOPPED = 3
 """The back-fill stopped early (Ctrl-C, SIGTERM, ``--deadline``); a re-run with the same checkpoint resumes it."""
 
@@ -134,7 +147,11 @@ def _parser() -> argparse.ArgumentParser:
     fill.add_argument("file", metavar="FILE.jsonl", help="the messages, one JSON object per line")
     fill.add_argument("--checkpoint", metavar="PATH", help="the SQLite journal to resume from (required to send)")
     fill.add_argument(
-        "--concurrency", type=_positive_int, default=16, metavar="N", help="calls in flight at once (default 16)"
+        "--concurrency",
+        type=_int_in(1, MAX_CONCURRENCY),
+        default=16,
+        metavar="N",
+        help=f"calls in flight at once, 1 to {MAX_CONCURRENCY} (default 16)",
     )
     fill.add_argument(
         "--plan", choices=[*_PLANS, "unlimited"], default="lite", help="Pipedrive plan whose limits to keep"
@@ -211,14 +228,24 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
+def _int_in(low: int, high: int | None = None) -> Callable[[str], int]:
+    """An argparse type: a whole number from ``low`` to ``high`` (no upper bound if None)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
+        if high is not None and value > high:
+            raise argparse.ArgumentTypeError(f"must be at most {high}, got {value}")
+        return value
+
+    return parse
+
+
+_positive_int = _int_in(1)
 
 
 def _float_where(check: Callable[[float], bool], expected: str) -> Callable[[str], float]:
@@ -349,6 +376,10 @@ def _budget(args: argparse.Namespace, auth: str) -> RateBudget:
 def _cmd_backfill(args: argparse.Namespace) -> int:
     if not Path(args.file).is_file():
         raise UsageError(f"input file {args.file} not found")
+    try:
+        open(args.file, "rb").close()  # refused now, in one line, rather than by the reader, mid-run
+    except OSError as error:
+        raise UsageError(f"cannot read input file {args.file}: {error.strerror or error}") from None
     if args.dry_run:
         return _dry_run(args)
     if args.checkpoint is None:
@@ -411,7 +442,11 @@ def _duration(seconds: float) -> str:
 
 
 class _Display:
-    """A back-fill's progress on stderr: a tqdm bar on a terminal (when tqdm is installed), else a plain line."""
+    """A back-fill's progress on stderr: a tqdm bar on a terminal (when tqdm is installed), else a plain line.
+
+    Shown from ``async with`` until its end, which closes the bar: what is printed before (a header) and after
+    (the report) stays out of the bar's way.
+    """
 
     def __init__(self, total: int | None, quiet: bool) -> None:
         self.total = total
@@ -419,7 +454,13 @@ class _Display:
         self.last = Progress(0, 0, 0, 0.0, 0, 0.0, 0)
         self.started = time.monotonic()
         self._bar: Any = None
-        if not quiet and sys.stderr.isatty():
+        self._ticker: asyncio.Future[None] | None = None
+
+    async def __aenter__(self) -> _Display:
+        if self.quiet:
+            return self
+        self.started = time.monotonic()
+        if sys.stderr.isatty():
             try:
                 from tqdm import tqdm
             except ImportError:
@@ -427,8 +468,20 @@ class _Display:
             else:
                 # miniters=1, mininterval=0: every update() redraws and feeds the rate; we call it twice a second.
                 self._bar = tqdm(
-                    total=total, unit="msg", file=sys.stderr, dynamic_ncols=True, miniters=1, mininterval=0
+                    total=self.total, unit="msg", file=sys.stderr, dynamic_ncols=True, miniters=1, mininterval=0
                 )
+        self._ticker = asyncio.ensure_future(self._tick())
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        if self._ticker is None:
+            return
+        self._ticker.cancel()
+        self._ticker = None
+        self.show()
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
 
     @property
     def interval(self) -> float:
@@ -437,9 +490,7 @@ class _Display:
     def on_progress(self, progress: Progress) -> None:
         self.last = progress  # called after every record: keep it cheap, draw on the timer
 
-    async def run(self) -> None:
-        if self.quiet:
-            return
+    async def _tick(self) -> None:
         while True:
             await asyncio.sleep(self.interval)
             self.show()
@@ -471,13 +522,6 @@ class _Display:
         else:
             _error(text)
 
-    def close(self) -> None:
-        if self.quiet:
-            return
-        self.show()
-        if self._bar is not None:
-            self._bar.close()
-
 
 async def _backfill(args: argparse.Namespace) -> int:
     if not Path(args.checkpoint).parent.is_dir():
@@ -487,8 +531,8 @@ async def _backfill(args: argparse.Namespace) -> int:
     client = _client(args, credentials, budget)
     try:
         journal = Checkpoint(args.checkpoint)
-    except sqlite3.Error as error:
-        raise UsageError(f"cannot open the checkpoint {args.checkpoint}: {error}") from None
+    except CheckpointError as error:  # in use by another run, or not a SQLite file
+        raise UsageError(str(error)) from None
     try:
         total = None if args.quiet or args.shard else count_lines(args.file)
         display = _Display(total, args.quiet)
@@ -537,9 +581,8 @@ async def _run_with_signals(
         with contextlib.suppress(NotImplementedError, RuntimeError):  # no loop signal handlers (e.g. Windows)
             loop.add_signal_handler(signum, handler)
             installed.append(signum)
-    ticker = asyncio.ensure_future(display.run())
     try:
-        async with client:
+        async with display, client:
             job = asyncio.ensure_future(
                 backfill(
                     client,
@@ -554,33 +597,24 @@ async def _run_with_signals(
                 )
             )
             try:
-                report = await job
+                return await job
             except asyncio.CancelledError:
                 if not job.cancelled():
                     raise  # we were cancelled ourselves, not the job
-                return _aborted(args, display)
-    except PipedriveError as error:  # ensure_channels failed: nothing else was sent
-        display.close()
-        _error(f"error: {error}")
-        return EXIT_FAILED
-    except sqlite3.Error as error:
-        display.close()
-        _error(f"error: checkpoint {args.checkpoint}: {error}")
+    except PipedriveError as error:  # of the run, not of a record: the Redis budget, the journal, a channel
+        _error(f"error: {error}; {display.last.delivered:,} delivered before it (re-run with --checkpoint "
+               f"{args.checkpoint} to resume)")
         return EXIT_FAILED
     except (OSError, UnicodeDecodeError) as error:  # read_jsonl raises for a file that is not UTF-8
-        display.close()
         _error(f"error: cannot read {args.file}: {error}")
         return EXIT_FAILED
     finally:
-        ticker.cancel()
         for signum in installed:
             loop.remove_signal_handler(signum)
-    display.close()
-    return report
+    return _aborted(args, display)
 
 
 def _aborted(args: argparse.Namespace, display: _Display) -> int:
-    display.close()
     progress = display.last
     if args.json:
         print(json.dumps({
@@ -674,8 +708,11 @@ def _code_from(answer: str, state: str) -> str:
     params = parse_qs(urlsplit(answer).query if "?" in answer else answer)
     if "error" in params:
         raise PipedriveError(f"the authorization was refused: {params['error'][0]}")
-    returned = params.get("state", [state])[0]
-    if not secrets.compare_digest(returned, state):
+    returned = params.get("state", [])
+    if not returned:  # without it, the forgery check could not be made
+        raise UsageError("the callback URL holds no state: paste the whole URL you were sent back to, or the code")
+    # Bytes: compare_digest refuses str with non-ASCII characters, which a pasted URL may hold.
+    if len(returned) != 1 or not secrets.compare_digest(returned[0].encode(), state.encode()):
         raise PipedriveError("the callback's state does not match this login (a stale or forged URL); log in again")
     return params.get("code", [""])[0]
 
@@ -713,16 +750,8 @@ def _cmd_auth_login(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
-    async def demo() -> None:
-        display = _Display(args.messages, quiet=False)
-        ticker = asyncio.ensure_future(display.run())
-        try:
-            await run_demo(messages=args.messages, on_progress=display.on_progress)
-        finally:
-            ticker.cancel()
-            display.close()
-
-    asyncio.run(demo())
+    display = _Display(args.messages, quiet=False)
+    asyncio.run(run_demo(messages=args.messages, on_progress=display.on_progress, display=display))
     return EXIT_OK
 
 

@@ -8,9 +8,11 @@ updates), back-fills it with a Lite-plan budget and a checkpoint, shows progress
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from contextlib import AbstractAsyncContextManager
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -56,8 +58,16 @@ def sample_history(messages: int, conversations_per_channel: int = 12) -> Iterat
         )
 
 
-async def run_demo(messages: int = 2_000, on_progress: Callable[[Progress], None] | None = None) -> BackfillReport:
-    """Run the demo, print a summary, and return the back-fill's report."""
+async def run_demo(
+    messages: int = 2_000,
+    on_progress: Callable[[Progress], None] | None = None,
+    display: AbstractAsyncContextManager[object] | None = None,
+) -> BackfillReport:
+    """Run the demo, print a summary, and return the back-fill's report.
+
+    :param display: entered when the back-fill starts and left when it ends, e.g. to draw a progress bar between
+        the header and the report.
+    """
     started = time.perf_counter()
     async with FakePipedrive(rate_limit=80, enforce_rate_limit=True) as fake:
         print(f"pipedrive-channels demo: back-fill {messages:,} messages into the embedded fake Pipedrive "
@@ -71,7 +81,8 @@ async def run_demo(messages: int = 2_000, on_progress: Callable[[Progress], None
         print(f"  budget: Lite plan, {budget.requests_per_window} requests per 2 s, 30,000 tokens a day; "
               f"this job needs about {budget.time_for(messages + len(CHANNELS), 10 * messages):.0f} s")
         with tempfile.TemporaryDirectory() as folder:
-            async with ChannelsClient(token, app=app, base_url=fake.base_url, budget=budget) as client:
+            async with ChannelsClient(token, app=app, base_url=fake.base_url, budget=budget) as client, \
+                    display or contextlib.nullcontext():
                 report = await backfill(client, sample_history(messages), concurrency=16,
                                         checkpoint=Path(folder) / "demo-checkpoint.sqlite",
                                         ensure_channels=CHANNELS, on_progress=on_progress)

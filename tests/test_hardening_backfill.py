@@ -12,6 +12,7 @@ import signal
 import socket
 import sqlite3
 import sys
+import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -90,6 +91,24 @@ def journal_ids(path: Path) -> tuple[set[str], set[str]]:
     return {id_ for id_, failure in rows if failure is None}, {id_ for id_, failure in rows if failure is not None}
 
 
+def in_thread(function: Callable[[list[str]], int], args: list[str]) -> asyncio.Future[int]:
+    """Run ``function(args)`` (the CLI, with its own event loop) in a daemon thread: if it hangs, the test fails
+    and the thread does not keep the test run from ending."""
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[int] = loop.create_future()
+
+    def target() -> None:
+        try:
+            result = function(args)
+        except BaseException as error:
+            loop.call_soon_threadsafe(done.set_exception, error)
+        else:
+            loop.call_soon_threadsafe(done.set_result, result)
+
+    threading.Thread(target=target, daemon=True).start()
+    return done
+
+
 # -- 1. a worker that dies ends the run at once ---------------------------------------------------------------
 
 
@@ -149,6 +168,33 @@ async def test_a_full_journal_stops_the_run_resumably(tmp_path: Path, monkeypatc
     assert str(journal) in str(raised.value) and isinstance(raised.value.__cause__, sqlite3.OperationalError)
     delivered, failed = journal_ids(journal)
     assert delivered and not failed and delivered <= set(client.sent)  # only what was sent is marked done
+
+
+async def test_the_cli_ends_a_run_whose_journal_fills_up_with_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    connect = sqlite3.connect
+
+    def small(*args: Any, **kwargs: Any) -> sqlite3.Connection:
+        db = connect(*args, **kwargs)
+        db.execute("PRAGMA max_page_count = 8")
+        return db
+
+    path = tmp_path / "m.jsonl"
+    path.write_text("".join(json.dumps(body(i)) + "\n" for i in range(3_000)))
+    journal = tmp_path / "j.sqlite"
+    async with FakePipedrive() as fake:
+        fake.add_access_token("token")
+        monkeypatch.setattr(sqlite3, "connect", small)
+        monkeypatch.setenv("PIPEDRIVE_BASE_URL", fake.base_url)
+        monkeypatch.setenv("PIPEDRIVE_ACCESS_TOKEN", "token")
+        args = ["backfill", str(path), "--checkpoint", str(journal), "--plan", "unlimited", "--channel", "ch=Support",
+                "--quiet"]
+        code = await asyncio.wait_for(in_thread(cli_module.run, args), HANG_GUARD)
+    captured = capsys.readouterr()
+    assert code == 1 and captured.out == "" and captured.err.count("\n") == 1, captured
+    assert captured.err.startswith(f"error: checkpoint {journal}: database or disk is full;")
+    assert f"re-run with --checkpoint {journal} to resume" in captured.err
 
 
 async def test_a_read_only_journal_stops_the_run(tmp_path: Path) -> None:

@@ -179,7 +179,7 @@ class Checkpoint:
         try:
             self._lock_file: BinaryIO = open(lock_path, "ab")  # noqa: SIM115 (held until close())
         except OSError as error:
-            raise CheckpointError(f"checkpoint {self.path}: cannot create its lock file: {error}") from None
+            raise CheckpointError(f"checkpoint {self.path}: cannot create its lock file: {error}") from error
         try:
             _lock(self._lock_file)
         except OSError:

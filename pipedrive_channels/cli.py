@@ -400,7 +400,7 @@ def _dry_run(args: argparse.Namespace) -> int:
     items = read_jsonl(args.file)
     try:
         result = estimate(_ours(items, args.shard) if args.shard else items, budget)
-    except (OSError, UnicodeDecodeError) as error:
+    except OSError as error:  # reading the input failed midway
         _error(f"error: cannot read {args.file}: {error}")
         return EXIT_FAILED
     if args.json:
@@ -605,7 +605,7 @@ async def _run_with_signals(
         _error(f"error: {error}; {display.last.delivered:,} delivered before it (re-run with --checkpoint "
                f"{args.checkpoint} to resume)")
         return EXIT_FAILED
-    except (OSError, UnicodeDecodeError) as error:  # read_jsonl raises for a file that is not UTF-8
+    except OSError as error:  # reading the input failed midway (a line that is not UTF-8 is only a bad line)
         _error(f"error: cannot read {args.file}: {error}")
         return EXIT_FAILED
     finally:

@@ -7,6 +7,7 @@ import socket
 import subprocess
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 
@@ -56,9 +57,9 @@ class RedisServer:
             process.wait(10)
 
 
-@pytest.fixture(scope="session")
-def redis_server() -> Iterator[RedisServer]:
-    """The session's redis-server; its ``port`` is free on 127.0.0.1. Needs redis-server (``make test`` installs it)."""
+@contextmanager
+def running_redis_server() -> Iterator[RedisServer]:
+    """A redis-server of the caller's own, stopped on exit. Needs redis-server (``make test`` installs it)."""
     executable = shutil.which("redis-server")
     if executable is None:
         raise RuntimeError("redis-server is not installed: run `make test`, or apt-get install redis-server")
@@ -68,3 +69,10 @@ def redis_server() -> Iterator[RedisServer]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    """The session's redis-server; its ``port`` is free on 127.0.0.1."""
+    with running_redis_server() as server:
+        yield server

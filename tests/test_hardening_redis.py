@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import signal
 import time
 import uuid
@@ -19,7 +18,7 @@ import pytest
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis_server import RedisServer
+from redis_server import RedisServer, running_redis_server
 
 from pipedrive_channels import ChannelsClient
 from pipedrive_channels.errors import BudgetTimeoutError
@@ -33,15 +32,8 @@ GUARD = 5.0
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[RedisServer]:
-    executable = shutil.which("redis-server")
-    if executable is None:
-        raise RuntimeError("redis-server is not installed: run `make test`, or apt-get install redis-server")
-    private = RedisServer(executable)
-    private.start()
-    try:
+    with running_redis_server() as private:  # this module's own: SIGSTOP must not stall the session's server
         yield private
-    finally:
-        private.stop()
 
 
 @pytest.fixture

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import base64
 import os
 import signal
+import subprocess
 import sys
+import textwrap
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -16,8 +19,7 @@ import aiohttp
 import pytest
 from yarl import URL
 
-from pipedrive_channels import testing
-from pipedrive_channels.testing import FakePipedrive
+from pipedrive_channels.testing import FakePipedrive, _server
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -191,7 +193,7 @@ async def test_add_channel_rejects_non_json(fake: FakePipedrive, http: aiohttp.C
 async def test_receive_rejects_invalid_bodies(
     fake: FakePipedrive, http: aiohttp.ClientSession, payload: Any
 ) -> None:
-    fake.channels["ch1"] = {}
+    fake.add_channel("ch1")
     status, body, _ = await call(
         http, "POST", f"{fake.base_url}/channels/messages/receive", bearer(fake), json=payload
     )
@@ -218,7 +220,7 @@ async def test_receive_rejects_invalid_bodies(
 async def test_receive_accepts_valid_variants(
     fake: FakePipedrive, http: aiohttp.ClientSession, overrides: dict[str, Any]
 ) -> None:
-    fake.channels["ch1"] = {}
+    fake.add_channel("ch1")
     status, body, _ = await call(
         http, "POST", f"{fake.base_url}/channels/messages/receive", bearer(fake), json=message(**overrides)
     )
@@ -226,7 +228,7 @@ async def test_receive_accepts_valid_variants(
 
 
 async def test_receive_without_attachments_key(fake: FakePipedrive, http: aiohttp.ClientSession) -> None:
-    fake.channels["ch1"] = {}
+    fake.add_channel("ch1")
     payload = message()
     del payload["attachments"]
     status, _, _ = await call(
@@ -271,6 +273,19 @@ async def test_encoded_slash_stays_inside_one_id(fake: FakePipedrive, http: aioh
     assert (await call(http, "DELETE", URL(f"{fake.base_url}/channels/a%2Fb", encoded=True), auth))[0] == 200
     assert set(fake.channels) == {"a"}
     assert fake.requests[-1].path == "/v1/channels/a%2Fb"
+
+
+async def test_add_channel_stores_a_channel_as_the_endpoint_does(fake: FakePipedrive) -> None:
+    first = fake.add_channel("ch1", avatar_url="https://cdn.example/a.png", provider_type="whatsapp")
+    assert fake.channels["ch1"] == first
+    assert (first["name"], first["provider_type"]) == ("ch1", "whatsapp")
+    assert first["marketplace_client_id"] == fake.client_id
+    again = fake.add_channel("ch1", "Renamed")
+    assert (again["id"], again["created_at"], again["name"]) == (first["id"], first["created_at"], "Renamed")
+    for bad in ({"provider_channel_id": ""}, {"provider_channel_id": "ch2", "provider_type": "sms"}):
+        with pytest.raises(ValueError):
+            fake.add_channel(**bad)
+    assert set(fake.channels) == {"ch1"}
 
 
 # -- authentication -----------------------------------------------------------------------------------------
@@ -432,7 +447,7 @@ async def test_rate_headers_and_enforcement(http: aiohttp.ClientSession) -> None
 async def test_rate_window_rolls(monkeypatch: pytest.MonkeyPatch, http: aiohttp.ClientSession) -> None:
     clock = [1000.0]
     # Only the fake's clock: asyncio keeps the real time.monotonic.
-    monkeypatch.setattr(testing, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(_server, "monotonic", lambda: clock[0])
     async with FakePipedrive(rate_limit=2, enforce_rate_limit=True) as fake:
         url = f"{fake.base_url}/channels/ch1"
         fake.add_access_token("t")
@@ -535,6 +550,39 @@ async def test_lifecycle_errors() -> None:
     finally:
         await fake.close()
     await fake.close()
+
+
+# -- an independent oracle ---------------------------------------------------------------------------------
+
+
+def test_the_fake_imports_nothing_from_the_rest_of_the_sdk() -> None:
+    package = ROOT / "pipedrive_channels" / "testing"
+    for path in sorted(package.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.ImportFrom) and node.level > 0:
+                assert node.level == 1, f"{path.name}:{node.lineno} imports from outside pipedrive_channels.testing"
+            elif isinstance(node, (ast.Import, ast.ImportFrom)):
+                names = [alias.name for alias in node.names] if isinstance(node, ast.Import) else [node.module or ""]
+                for name in names:
+                    outside = name.partition(".")[0] == "pipedrive_channels" and not (
+                        name == "pipedrive_channels.testing" or name.startswith("pipedrive_channels.testing.")
+                    )
+                    assert not outside, f"{path.name}:{node.lineno} imports {name}"
+
+
+def test_importing_the_fake_loads_no_other_sdk_module() -> None:
+    # The SDK's own __init__ stubbed out, so every module of the SDK that gets loaded is one the fake imported.
+    code = textwrap.dedent(f"""
+        import sys, types
+        sys.modules["pipedrive_channels"] = root = types.ModuleType("pipedrive_channels")
+        root.__path__ = [{str(ROOT / "pipedrive_channels")!r}]
+        import pipedrive_channels.testing
+        print(sorted(name for name in sys.modules if name.startswith("pipedrive_channels.")))
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    loaded = ast.literal_eval(out)
+    assert "pipedrive_channels.testing._server" in loaded
+    assert [name for name in loaded if not name.startswith("pipedrive_channels.testing")] == []
 
 
 # -- its own process ----------------------------------------------------------------------------------------

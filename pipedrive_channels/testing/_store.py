@@ -1,0 +1,133 @@
+"""What the fake holds (channels, the messages of their conversations, generic collections) and the operations on it.
+
+Each operation maps a request that passed the credential and rate checks, ``(raw path, parsed JSON body, query)``,
+to ``(status, JSON answer)``.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Mapping
+from datetime import datetime, timezone
+from typing import Any, Protocol
+from urllib.parse import unquote
+
+from ._envelopes import JsonDict, invalid, not_found
+from ._validation import ADD_CHANNEL_ERROR, RECEIVE_ERROR, valid_channel, valid_message
+
+Operation = Callable[[str, Any, Mapping[str, str]], tuple[int, JsonDict]]
+
+_COMPANY_ID = 1
+_USER_ID = 1
+
+
+class Owner(Protocol):
+    """The knob the store reads at each write: the fake's :attr:`~FakePipedrive.client_id`."""
+
+    client_id: str
+
+
+class Store:
+    """The fake's data. The dicts are the fake's public :attr:`~FakePipedrive.channels` (and so on)."""
+
+    def __init__(self, owner: Owner) -> None:
+        self._owner = owner
+        self.channels: dict[str, JsonDict] = {}
+        self.messages: dict[tuple[str, str], dict[str, JsonDict]] = {}
+        self.collections: dict[tuple[str, str], list[JsonDict]] = {}
+
+    def put_channel(self, body: JsonDict) -> JsonDict:
+        """Store a valid add-channel body; adding an id again renames it and keeps its ``id`` and ``created_at``."""
+        provider_channel_id = body["provider_channel_id"]
+        old = self.channels.get(provider_channel_id, {})
+        channel = {
+            "id": old.get("id") or str(uuid.uuid4()),
+            "name": body["name"],
+            "avatar_url": body.get("avatar_url"),
+            "provider_channel_id": provider_channel_id,
+            "marketplace_client_id": self._owner.client_id,
+            "pd_company_id": _COMPANY_ID,
+            "pd_user_id": _USER_ID,
+            "created_at": old.get("created_at") or datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S"),
+            "provider_type": body.get("provider_type", "other"),
+            "template_support": body.get("template_support", False),
+        }
+        self.channels[provider_channel_id] = channel
+        return channel
+
+    # -- the Channels operations ------------------------------------------------------------------------
+
+    def add_channel(self, path: str, body: Any, query: Mapping[str, str]) -> tuple[int, JsonDict]:
+        if not valid_channel(body):
+            return 400, invalid(ADD_CHANNEL_ERROR, "INVALID_BODY")
+        return 200, {"success": True, "data": self.put_channel(body)}
+
+    def receive(self, path: str, body: Any, query: Mapping[str, str]) -> tuple[int, JsonDict]:
+        if not valid_message(body):
+            return 400, invalid(RECEIVE_ERROR, "INVALID_RECEIVE_MESSAGE_PAYLOAD")
+        if body["channel_id"] not in self.channels:
+            return 404, not_found("Channel not found.")
+        # Receiving an id again updates the message: that is how status changes are delivered.
+        self.messages.setdefault((body["channel_id"], body["conversation_id"]), {})[body["id"]] = body
+        return 200, {"success": True, "data": body}
+
+    def delete(self, path: str, body: Any, query: Mapping[str, str]) -> tuple[int, JsonDict]:
+        segments = [unquote(s) for s in path.partition("/channels/")[2].split("/")]
+        if len(segments) == 1:
+            channel_id = segments[0]
+            if self.channels.pop(channel_id, None) is None:
+                return 404, not_found("Channel not found.")
+            for key in [key for key in self.messages if key[0] == channel_id]:
+                del self.messages[key]
+            return 200, {"success": True}
+        if len(segments) == 3 and segments[1] == "conversations":
+            key = (segments[0], segments[2])
+            if key[0] not in self.channels:
+                return 404, not_found("Channel not found.")
+            if self.messages.pop(key, None) is None:
+                return 404, not_found("Conversation not found.")
+            return 200, {"success": True}
+        return 404, not_found("Not found")
+
+    # -- the generic collections (FakePipedrive.add_collection) ------------------------------------------
+
+    def collection_get(self, path: str, body: Any, query: Mapping[str, str]) -> tuple[int, JsonDict]:
+        version, relative = _version_of(path)
+        items = self.collections.get((version, relative))
+        if items is None:
+            parent, _, item_id = relative.rpartition("/")
+            for item in self.collections.get((version, parent), []):
+                if str(item.get("id")) == unquote(item_id):
+                    return 200, {"success": True, "data": item}
+            return 404, not_found("Not found")
+        try:
+            limit = int(query.get("limit", "100"))
+            start = int(query.get("start", "0")) if version == "v1" else int(query.get("cursor", "c0")[1:])
+        except ValueError:
+            return 400, invalid("Bad pagination parameter", "INVALID_PARAMETER")
+        page, more = items[start : start + limit], start + limit < len(items)
+        if version == "v1":
+            pagination = {"start": start, "limit": limit, "more_items_in_collection": more}
+            additional: JsonDict = {"pagination": {**pagination, "next_start": start + limit} if more else pagination}
+        else:
+            additional = {"next_cursor": f"c{start + limit}" if more else None}
+        return 200, {"success": True, "data": page, "additional_data": additional}
+
+    def collection_post(self, path: str, body: Any, query: Mapping[str, str]) -> tuple[int, JsonDict]:
+        version, relative = _version_of(path)
+        items = self.collections.get((version, relative))
+        if items is None:
+            return 404, not_found("Not found")
+        if not isinstance(body, dict):
+            return 400, invalid("Expected a JSON object", "INVALID_BODY")
+        item = {**body, "id": len(items) + 1}
+        items.append(item)
+        return 200, {"success": True, "data": item}
+
+
+def _version_of(path: str) -> tuple[str, str]:
+    """("v2", "/deals") for "/api/v2/deals"; ("v1", "/deals") for "/v1/deals" and "/api/v1/deals"."""
+    for prefix, version in (("/api/v2", "v2"), ("/api/v1", "v1"), ("/v1", "v1")):
+        if path.startswith(prefix + "/"):
+            return version, path[len(prefix) :]
+    return "v1", path

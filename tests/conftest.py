@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import inspect
+from collections.abc import AsyncIterator
 from types import SimpleNamespace
 from typing import Any
 
 import aioresponses.core
+import pytest
 from aiohttp import ClientResponse
+from factories import TOKEN
 from redis_server import redis_server  # noqa: F401  (the session's redis-server fixture)
+
+from pipedrive_channels.testing import FakePipedrive
 
 # aiohttp 3.14 added a required `stream_writer` argument to ClientResponse, which aioresponses 0.7.9 does not
 # pass yet (pnuckowski/aioresponses#289). The mock only reads its `output_size` when the request is already
@@ -21,3 +26,11 @@ if "stream_writer" in inspect.signature(ClientResponse.__init__).parameters:
             super().__init__(*args, **kwargs)
 
     aioresponses.core.ClientResponse = _ClientResponse  # type: ignore[misc]
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakePipedrive]:
+    """A started FakePipedrive that accepts the bearer token ``factories.TOKEN``."""
+    async with FakePipedrive() as server:
+        server.add_access_token(TOKEN)
+        yield server

@@ -5,17 +5,17 @@ from __future__ import annotations
 import asyncio
 import json
 import resource
-from collections.abc import AsyncIterator, Iterator
-from datetime import datetime, timedelta, timezone
+from collections.abc import AsyncIterator
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import pytest
+from factories import history
 
 from pipedrive_channels import (
     ChannelsClient,
     Message,
-    MessageStatus,
     Priority,
     RateBudget,
     RetryPolicy,
@@ -30,19 +30,6 @@ from pipedrive_channels.backfill import (
     shard_of,
 )
 from pipedrive_channels.testing import FakePipedrive
-
-START = datetime(2026, 1, 1, tzinfo=timezone.utc)
-STATUSES = [MessageStatus.SENT, MessageStatus.DELIVERED, MessageStatus.READ]
-
-
-def history(n: int, channel: str = "ch", conversations: int = 10, updates: bool = True) -> Iterator[Message]:
-    """n messages, each (when ``updates``) followed later by its delivered and read updates."""
-    for index in range(n):
-        statuses = STATUSES if updates else STATUSES[:1]
-        for status in statuses:
-            yield Message(id=f"m-{index}", channel_id=channel, sender_id="customer",
-                          conversation_id=f"c-{index % conversations}", message=f"text {index}", status=status,
-                          created_at=START + timedelta(minutes=index))
 
 
 class StubClient:
@@ -67,13 +54,6 @@ class StubClient:
         self.in_flight.discard(message.id)
         reservation.settle()
         return message
-
-
-@pytest.fixture
-async def fake() -> AsyncIterator[FakePipedrive]:
-    async with FakePipedrive() as server:
-        server.add_access_token("token")
-        yield server
 
 
 def client_for(fake: FakePipedrive, budget: RateBudget | None = None) -> ChannelsClient:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import functools
 import json
 import os
 import pty
@@ -19,13 +20,14 @@ import struct
 import sys
 import termios
 from collections import Counter
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+from factories import wire_message
 
 from pipedrive_channels import ChannelsClient, Message, RateBudget
 from pipedrive_channels.models import converter
@@ -84,12 +86,7 @@ async def cli(*args: str, env: dict[str, str], stdin: bytes | None = None, secre
     return await finish(process, stdin, secrets_)
 
 
-def body(index: int, *, channel: str = CHANNEL, conversations: int = 50, **changes: Any) -> dict[str, Any]:
-    return {
-        "id": f"m-{index}", "channel_id": channel, "sender_id": f"s-{index % conversations}",
-        "conversation_id": f"conv-{index % conversations}", "message": f"message {index}", "status": "sent",
-        "created_at": "2026-01-01 10:00", "attachments": [], **changes,
-    }
+body = functools.partial(wire_message, channel=CHANNEL, conversations=50)
 
 
 def write_lines(path: Path, lines: Sequence[dict[str, Any] | str]) -> Path:
@@ -135,10 +132,11 @@ async def wait_until_stored(fake: FakePipedrive, process: asyncio.subprocess.Pro
 
 
 @pytest.fixture
-async def fake() -> AsyncIterator[FakePipedrive]:
-    async with FakePipedrive(client_id=CLIENT_ID, client_secret=CLIENT_SECRET) as server:
-        server.add_access_token(ACCESS_TOKEN)
-        yield server
+def fake(fake: FakePipedrive) -> FakePipedrive:
+    """The shared fake with this module's secret credentials, which no run may print."""
+    fake.client_id, fake.client_secret = CLIENT_ID, CLIENT_SECRET
+    fake.add_access_token(ACCESS_TOKEN)
+    return fake
 
 
 # -- 1. kill -9 midway, resume ------------------------------------------------------------------------------
@@ -440,7 +438,7 @@ async def test_add_channel_delete_conversation_delete_channel_and_404s(fake: Fak
 
     async with ChannelsClient(ACCESS_TOKEN, base_url=fake.base_url, budget=RateBudget.unlimited()) as client:
         await client.receive_message(converter.structure(body(1, channel="wa-1"), Message))
-    conversation = ("wa-1", "conv-1")
+    conversation = ("wa-1", "c-1")
     assert conversation in fake.messages
 
     deleted = await cli("delete-conversation", *conversation, env=env)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import asyncio
 import base64
+import functools
 import os
 import signal
 import subprocess
@@ -17,17 +18,12 @@ from typing import Any
 
 import aiohttp
 import pytest
+from factories import wire_message
 from yarl import URL
 
 from pipedrive_channels.testing import FakePipedrive, _server
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture
-async def fake() -> AsyncIterator[FakePipedrive]:
-    async with FakePipedrive() as server:
-        yield server
 
 
 @pytest.fixture
@@ -40,19 +36,8 @@ def bearer(fake: FakePipedrive) -> dict[str, str]:
     return {"Authorization": f"Bearer {fake.issue_token()['access_token']}"}
 
 
-def message(**overrides: Any) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "id": "m1",
-        "channel_id": "ch1",
-        "sender_id": "s1",
-        "conversation_id": "conv1",
-        "message": "hello",
-        "status": "sent",
-        "created_at": "2022-03-01 07:58",
-        "attachments": [],
-    }
-    body.update(overrides)
-    return body
+message = functools.partial(wire_message, 1, channel="ch1")
+"""The receive body of message ``m-1`` of channel ``ch1``, with the given changes."""
 
 
 async def call(
@@ -120,11 +105,11 @@ async def test_channel_lifecycle(fake: FakePipedrive, http: aiohttp.ClientSessio
     assert (status, echoed) == (200, {"success": True, "data": message()})
     # Same id again: the message is updated, not duplicated.
     await call(http, "POST", receive, auth, json=message(status="read"))
-    await call(http, "POST", receive, auth, json=message(id="m2"))
-    assert fake.messages[("ch1", "conv1")]["m1"]["status"] == "read"
-    assert set(fake.messages[("ch1", "conv1")]) == {"m1", "m2"}
+    await call(http, "POST", receive, auth, json=message(id="m-2"))
+    assert fake.messages[("ch1", "c-1")]["m-1"]["status"] == "read"
+    assert set(fake.messages[("ch1", "c-1")]) == {"m-1", "m-2"}
 
-    conversation = f"{fake.base_url}/channels/ch1/conversations/conv1"
+    conversation = f"{fake.base_url}/channels/ch1/conversations/c-1"
     assert (await call(http, "DELETE", conversation, auth))[:2] == (200, {"success": True})
     status, error, _ = await call(http, "DELETE", conversation, auth)
     assert status == 404

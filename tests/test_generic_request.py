@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import warnings
-from collections.abc import AsyncIterator
 
 import pytest
 
@@ -12,13 +11,6 @@ from pipedrive_channels import ChannelsClient, OAuthToken, RateBudget, RetryPoli
 from pipedrive_channels import client as client_module
 from pipedrive_channels.costs import find_operation
 from pipedrive_channels.testing import FakePipedrive
-
-
-@pytest.fixture
-async def fake() -> AsyncIterator[FakePipedrive]:
-    async with FakePipedrive() as server:
-        server.add_access_token("token")
-        yield server
 
 
 def client_for(fake: FakePipedrive, budget: RateBudget | None = None) -> ChannelsClient:

@@ -43,12 +43,6 @@ LATER = datetime.now(timezone.utc) + timedelta(hours=1)
 PAST = datetime.now(timezone.utc) - timedelta(seconds=1)
 
 
-@pytest.fixture
-async def fake() -> AsyncIterator[FakePipedrive]:
-    async with FakePipedrive() as server:
-        yield server
-
-
 def app_for(fake: FakePipedrive, **changes: Any) -> OAuthApp:
     return OAuthApp(fake.client_id, changes.pop("client_secret", fake.client_secret), token_url=fake.token_url,
                     **changes)

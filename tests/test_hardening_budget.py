@@ -7,10 +7,10 @@ import asyncio
 import math
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
+from factories import message
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
@@ -21,7 +21,6 @@ from pipedrive_channels import (
     BudgetTimeoutError,
     ChannelsClient,
     Message,
-    MessageStatus,
     RateBudget,
     RateLimitError,
     RetryPolicy,
@@ -37,20 +36,8 @@ from pipedrive_channels.testing import FakePipedrive
 FAST = RetryPolicy(backoff_base=0.01, backoff_max=0.05)
 
 
-def message(index: int) -> Message:
-    return Message(id=f"m-{index}", channel_id="ch", sender_id="u", conversation_id=f"c-{index % 7}",
-                   message="hi", status=MessageStatus.SENT, created_at=datetime(2026, 1, 1, tzinfo=timezone.utc))
-
-
 def messages(n: int) -> Iterator[Message]:
     return (message(i) for i in range(n))
-
-
-@pytest.fixture
-async def fake() -> AsyncIterator[FakePipedrive]:
-    async with FakePipedrive() as server:
-        server.add_access_token("token")
-        yield server
 
 
 def client_for(fake: FakePipedrive, budget: RateBudget, retry: RetryPolicy = FAST) -> ChannelsClient:

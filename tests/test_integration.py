@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import subprocess
 import sys
 import textwrap
-from collections.abc import AsyncIterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import attrs
+import factories
 import pytest
 
 from pipedrive_channels import (
@@ -24,7 +25,6 @@ from pipedrive_channels import (
     ChannelsClient,
     GoneError,
     JsonFileTokenStore,
-    Message,
     MessageStatus,
     NotFoundError,
     OAuthApp,
@@ -41,12 +41,6 @@ from pipedrive_channels.testing import FakePipedrive, busiest_window
 REDIRECT = "http://127.0.0.1/callback"
 
 
-@pytest.fixture
-async def fake() -> AsyncIterator[FakePipedrive]:
-    async with FakePipedrive() as server:
-        yield server
-
-
 def app_for(fake: FakePipedrive) -> OAuthApp:
     return OAuthApp(fake.client_id, fake.client_secret, redirect_uri=REDIRECT, token_url=fake.token_url,
                     authorize_url=fake.authorize_url)
@@ -56,10 +50,7 @@ async def installed_token(fake: FakePipedrive) -> OAuthToken:
     return await app_for(fake).exchange_code(fake.issue_code(redirect_uri=REDIRECT))
 
 
-def message(index: int, status: MessageStatus = MessageStatus.SENT, channel: str = "ch-1") -> Message:
-    return Message(id=f"m-{index}", channel_id=channel, sender_id="u-1", conversation_id=f"c-{index % 3}",
-                   message=f"text {index}", status=status,
-                   created_at=datetime(2026, 1, 2, 3, 4, tzinfo=timezone.utc) + timedelta(minutes=index))
+message = functools.partial(factories.message, channel="ch-1", conversations=3)
 
 
 def channel_requests(fake: FakePipedrive) -> list[str]:

@@ -4,19 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
 from datetime import datetime, timedelta, timezone
 from email.utils import format_datetime
 from typing import Any
 
 import pytest
 from aioresponses import aioresponses
+from factories import message
 
 from pipedrive_channels import (
     BudgetExhaustedError,
     ChannelsClient,
-    Message,
-    MessageStatus,
     NotFoundError,
     RateBudget,
     RateLimitError,
@@ -31,18 +29,6 @@ from pipedrive_channels.testing import FakePipedrive
 
 FAST = RetryPolicy(backoff_base=0.01, backoff_max=0.05)
 BASE = "https://api.pipedrive.com/v1"
-
-
-def message(index: int) -> Message:
-    return Message(id=f"m-{index}", channel_id="ch", sender_id="u", conversation_id="c", message="hi",
-                   status=MessageStatus.SENT, created_at=datetime(2026, 1, 1, tzinfo=timezone.utc))
-
-
-@pytest.fixture
-async def fake() -> AsyncIterator[FakePipedrive]:
-    async with FakePipedrive() as server:
-        server.add_access_token("token")
-        yield server
 
 
 def client_for(fake: FakePipedrive, retry: RetryPolicy = FAST, budget: RateBudget | None = None) -> ChannelsClient:

@@ -15,6 +15,10 @@ from redis_server import redis_server  # noqa: F401  (the session's redis-server
 
 from pipedrive_channels.testing import FakePipedrive
 
+# The extension's test provider and its app's test client: the `shop` and `http` fixtures (test_fake_server.py has
+# an `http` of its own, a plain aiohttp session).
+pytest_plugins = ["extension_shop"]
+
 # aiohttp 3.14 added a required `stream_writer` argument to ClientResponse, which aioresponses 0.7.9 does not
 # pass yet (pnuckowski/aioresponses#289). The mock only reads its `output_size` when the request is already
 # sent, so a stand-in with output_size 0 is enough. Drop this once aioresponses ships the fix.

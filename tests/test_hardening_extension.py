@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 from aiohttp import web
-from test_extension import AUTH, BASE, Http, Minimal, Shop, _serve, assert_error_shape
+from extension_shop import AUTH, BASE, Http, Minimal, Shop, serve
+from omnichannel_spec import assert_error_shape
 from yarl import URL
 
 from pipedrive_channels import ValidationError
@@ -33,18 +34,6 @@ def field(name: str, value: bytes) -> tuple[bytes, bytes]:
 
 REQUIRED = [field("message", b"hi"), field("senderId", b"agent"), field("conversationId", b"c1")]
 DISPOSITION = b'Content-Disposition: form-data; name="message"'
-
-
-@pytest.fixture
-async def http(shop: Shop) -> AsyncIterator[Http]:
-    client = await _serve(shop)
-    yield client
-    await client.close()
-
-
-@pytest.fixture
-def shop() -> Shop:
-    return Shop()
 
 
 async def assert_bad_request(response: Any, status: int = 400) -> None:
@@ -139,7 +128,7 @@ async def test_many_small_parts_count_against_the_cap_even_chunked(shop: Shop) -
     # 400 one-byte recipientIds parts: 400 bytes of content, ~30 KB of part headers and boundaries.
     body = multipart(*REQUIRED, *[field("recipientIds", b"r")] * 400)
     assert len(body) > 20_000
-    http = await _serve(shop, max_upload_bytes=10_000)
+    http = await serve(shop, max_upload_bytes=10_000)
     try:
         response = await http.post(f"{BASE}/messages", data=chunked(body), headers=MULTIPART)
         await assert_bad_request(response, 413)
@@ -150,7 +139,7 @@ async def test_many_small_parts_count_against_the_cap_even_chunked(shop: Shop) -
 
 async def test_an_urlencoded_form_counts_against_the_cap_too(shop: Shop) -> None:
     body = b"senderId=a&conversationId=c&message=" + b"a" * 20_000  # under aiohttp's own 1 MiB client_max_size
-    http = await _serve(shop, max_upload_bytes=10_000)
+    http = await serve(shop, max_upload_bytes=10_000)
     try:
         headers = {**AUTH, "Content-Type": "application/x-www-form-urlencoded"}
         response = await http.post(f"{BASE}/messages", data=chunked(body), headers=headers)
@@ -186,7 +175,7 @@ async def _stall(http: Http, head: bytes, first_bytes: bytes) -> bytes:
 
 
 async def test_stalled_uploads_are_answered_408_and_closed(shop: Shop) -> None:
-    http = await _serve(shop, body_timeout=0.5)
+    http = await serve(shop, body_timeout=0.5)
     auth = AUTH["Authorization"].encode()
     by_length = (b"POST /pipedrive/channels/ch1/messages HTTP/1.1\r\nHost: x\r\nAuthorization: %s\r\n"
                  b"Content-Type: multipart/form-data; boundary=%s\r\nContent-Length: 5000\r\n\r\n"

@@ -1,229 +1,38 @@
-"""The Messaging app extension served by ``create_app``, driven as Pipedrive drives it (the omnichannel spec)."""
+"""The Messaging app extension served by ``create_app``, driven as Pipedrive drives it (the omnichannel spec):
+every endpoint's shape, the credentials check, the errors and the uninstall callback."""
 
 from __future__ import annotations
 
 import base64
-import importlib
-import inspect
-import json
 import logging
-from collections.abc import AsyncIterator
 from datetime import datetime, timedelta, timezone
-from functools import cache
-from pathlib import Path
 from typing import Any
 
 import aiohttp
 import jsonschema
 import pytest
-import yaml
-from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
+from extension_shop import AUTH, BASE, CLIENT_ID, CLIENT_SECRET, ROUTES, Http, Shop, serve, shop_conversation
+from omnichannel_spec import SPEC_PATH, assert_error_shape, assert_matches_spec, spec
 
-from pipedrive_channels import Attachment, MessageStatus, ValidationError, cli
-from pipedrive_channels.extension import (
-    ChannelProvider,
-    Conversation,
-    ErrorCode,
-    ExtensionMessage,
-    OutgoingMessage,
-    Page,
-    Participant,
-    ProviderError,
-    Sender,
-    Template,
-    UninstallEvent,
-    create_app,
-    manifest,
-)
-
-SPEC_PATH = Path(__file__).resolve().parents[2] / "shared" / "spec" / "omnichannel-integration.specs.yaml"
-CLIENT_ID, CLIENT_SECRET = "pd-client", "pd-secret"
-AUTH = {"Authorization": "Basic " + base64.b64encode(f"{CLIENT_ID}:{CLIENT_SECRET}".encode()).decode()}
-T0 = datetime(2026, 1, 2, 3, 4, tzinfo=timezone.utc)
-
+from pipedrive_channels import ValidationError
+from pipedrive_channels.extension import Page, ProviderError, UninstallEvent, create_app
 
 # -- the spec's response schemas ------------------------------------------------------------------------------
 
 
-@cache
-def _spec() -> dict[str, Any] | None:
-    return yaml.safe_load(SPEC_PATH.read_text()) if SPEC_PATH.is_file() else None
-
-
-def _resolve(spec: dict[str, Any], node: dict[str, Any]) -> dict[str, Any]:
-    while "$ref" in node and set(node) == {"$ref"} and not node["$ref"].startswith("#/components/schemas"):
-        target: Any = spec
-        for part in node["$ref"].removeprefix("#/").split("/"):
-            target = target[part]
-        node = target
-    return node
-
-
-def assert_matches_spec(operation_id: str, status: int, body: Any) -> None:
-    """Validate ``body`` against the spec's schema for this operation and status (skipped without the spec)."""
-    spec = _spec()
-    if spec is None:
-        return  # reported once by test_the_omnichannel_spec_is_available
-    operations = {op["operationId"]: op for path in spec["paths"].values() for op in path.values()}
-    response = _resolve(spec, operations[operation_id]["responses"][str(status)])
-    schema = response["content"]["application/json"]["schema"]
-    # A root holding the spec's components, so "#/components/schemas/..." references resolve; no format
-    # checker: the spec's own "YYYY-MM-DD HH:MM" date-times are not RFC 3339 (see channels-spec.md §5).
-    jsonschema.Draft7Validator({**schema, "components": spec["components"]}).validate(body)
-
-
-def assert_error_shape(body: Any, code: str) -> None:
-    """The spec's error envelope: ``{"success": false, "data": {"message": str, "code": code}}``."""
-    assert body["success"] is False
-    assert body["data"]["code"] == code
-    assert isinstance(body["data"]["message"], str) and body["data"]["message"]
-    spec = _spec()
-    if spec is not None:
-        schema = spec["components"]["responses"]["400_BadRequest"]["content"]["application/json"]["schema"]
-        jsonschema.Draft7Validator(schema).validate(body)
-
-
 def test_the_omnichannel_spec_is_available() -> None:
-    if _spec() is None:
+    if spec() is None:
         pytest.skip(f"{SPEC_PATH} is absent: every response-schema assertion in this module is skipped")
 
 
-# -- a provider implementing everything -----------------------------------------------------------------------
-
-
-def _message(n: int, conversation: str) -> ExtensionMessage:
-    return ExtensionMessage(
-        id=f"{conversation}-m{n}",
-        sender_id="agent" if n % 2 else "alice",
-        message=f"hello {n}",
-        status=MessageStatus.READ,
-        created_at=T0 + timedelta(minutes=n),
-        reply_by=T0 + timedelta(days=1) if n == 0 else None,
-        attachments=[Attachment("a1", "image/png", "https://files.example.com/a1.png", link_expires=True)]
-        if n == 0 else (),
-    )
-
-
-def _conversation(cid: str, messages: list[ExtensionMessage], cursor: str | None) -> Conversation:
-    return Conversation(
-        id=cid,
-        link=f"https://chat.example.com/{cid}",
-        status="open",
-        seen=False,
-        participants=[
-            Participant("agent", "Agent Smith", "source_user"),
-            Participant("alice", "Alice", "end_user", avatar_url="https://img.example.com/alice.png",
-                        avatar_expires=True),
-        ],
-        messages=messages,
-        next_messages_cursor=cursor,
-    )
-
-
-class Shop(ChannelProvider):
-    """Five conversations of seven messages each on channel ``ch1``; offsets are the cursors."""
-
-    def __init__(self) -> None:
-        self.calls: list[tuple[str, tuple[Any, ...]]] = []
-        self.fail_with: BaseException | None = None
-        self.answer: Any = None  # when set, returned instead of the real answer (to test the validation)
-        self.conversations = {f"c{i}": [_message(n, f"c{i}") for n in range(7)] for i in range(5)}
-
-    def _enter(self, name: str, *args: Any) -> None:
-        self.calls.append((name, args))
-        if self.fail_with is not None:
-            raise self.fail_with
-
-    def _page(self, cid: str, limit: int, after: str | None) -> Conversation:
-        start = int(after or 0)
-        messages = self.conversations[cid][start : start + limit]
-        more = start + limit < len(self.conversations[cid])
-        return _conversation(cid, messages, str(start + limit) if more else None)
-
-    async def get_conversations(
-        self, channel_id: str, limit: int, messages_limit: int, after: str | None
-    ) -> Page[Conversation]:
-        self._enter("get_conversations", channel_id, limit, messages_limit, after)
-        if self.answer is not None:
-            return self.answer  # type: ignore[no-any-return]
-        ids = sorted(self.conversations)
-        start = int(after or 0)
-        items = [self._page(cid, messages_limit, None) for cid in ids[start : start + limit]]
-        return Page(items, str(start + limit) if start + limit < len(ids) else None)
-
-    async def get_conversation(
-        self, channel_id: str, conversation_id: str, messages_limit: int, after: str | None
-    ) -> Conversation:
-        self._enter("get_conversation", channel_id, conversation_id, messages_limit, after)
-        if self.answer is not None:
-            return self.answer  # type: ignore[no-any-return]
-        if conversation_id not in self.conversations:
-            raise ProviderError(ErrorCode.NOT_FOUND, f"no conversation {conversation_id}")
-        return self._page(conversation_id, messages_limit, after)
-
-    async def post_message(self, channel_id: str, outgoing: OutgoingMessage) -> str:
-        self._enter("post_message", channel_id, outgoing)
-        return self.answer if self.answer is not None else "msg-1"
-
-    async def get_message(self, channel_id: str, message_id: str, conversation_id: str | None) -> ExtensionMessage:
-        self._enter("get_message", channel_id, message_id, conversation_id)
-        return _message(0, conversation_id or "c0")
-
-    async def get_sender(self, channel_id: str, sender_id: str) -> Sender:
-        self._enter("get_sender", channel_id, sender_id)
-        return Sender(sender_id, "Alice", "https://img.example.com/alice.png")
-
-    async def get_templates(self, channel_id: str) -> list[Template]:
-        self._enter("get_templates", channel_id)
-        return [Template("t1", "welcome", "Hello {{1}}", "en"), Template("t2", "bye", "Bye", "en_US")]
-
-    async def delete_channel(self, channel_id: str) -> None:
-        self._enter("delete_channel", channel_id)
-
-    async def on_uninstall(self, event: UninstallEvent) -> None:
-        self._enter("on_uninstall", event)
-
-
-class Minimal(ChannelProvider):
-    """Only the three required endpoints."""
-
-    async def get_conversations(
-        self, channel_id: str, limit: int, messages_limit: int, after: str | None
-    ) -> Page[Conversation]:
-        return Page([])
-
-    async def get_conversation(
-        self, channel_id: str, conversation_id: str, messages_limit: int, after: str | None
-    ) -> Conversation:
-        raise ProviderError("NOT_FOUND", "nothing here")
-
-    async def post_message(self, channel_id: str, outgoing: OutgoingMessage) -> str:
-        return "m"
-
-
-@pytest.fixture
-def shop() -> Shop:
-    return Shop()
-
-
-async def _serve(provider: ChannelProvider, **options: Any) -> TestClient[web.Request, web.Application]:
-    client: TestClient[web.Request, web.Application] = TestClient(
-        TestServer(create_app(provider, client_id=CLIENT_ID, client_secret=CLIENT_SECRET, **options))
-    )
-    await client.start_server()
-    return client
-
-
-@pytest.fixture
-async def http(shop: Shop) -> AsyncIterator[TestClient[web.Request, web.Application]]:
-    client = await _serve(shop)
-    yield client
-    await client.close()
-
-
-Http = TestClient[web.Request, web.Application]
-BASE = "/pipedrive/channels/ch1"
+def test_the_schema_check_catches_a_wrong_shape() -> None:
+    if spec() is None:
+        pytest.skip(f"{SPEC_PATH} is absent: no schema to check against")
+    with pytest.raises(jsonschema.ValidationError):
+        assert_matches_spec("getConversations", 200, {"success": True, "data": [{"id": "c1", "link": ""}]})
+    with pytest.raises(jsonschema.ValidationError):
+        assert_matches_spec("getMessageById", 200, {"id": "m", "status": "lost", "created_at": "x", "message": "",
+                                                    "sender_id": "s"})
 
 
 # -- every endpoint's shape -----------------------------------------------------------------------------------
@@ -340,7 +149,7 @@ async def test_post_message_takes_repeated_recipient_fields_too(http: Http, shop
 
 @pytest.mark.parametrize("size", [5_000, 200_000])  # past the cap while streaming, and by Content-Length
 async def test_an_oversize_upload_is_refused_with_413(shop: Shop, size: int) -> None:
-    http = await _serve(shop, max_upload_bytes=1_000)
+    http = await serve(shop, max_upload_bytes=1_000)
     try:
         response = await http.post(f"{BASE}/messages", data=_form(files=1, size=size), headers=AUTH)
         assert response.status == 413
@@ -397,12 +206,6 @@ async def test_get_sender_get_templates_and_delete_channel_answer_the_spec_shape
 
 
 # -- authentication -------------------------------------------------------------------------------------------
-
-ROUTES = [
-    ("GET", f"{BASE}/conversations"), ("GET", f"{BASE}/conversations/c1"), ("POST", f"{BASE}/messages"),
-    ("GET", f"{BASE}/messages/m1"), ("GET", f"{BASE}/conversations/c1/messages/m1"), ("GET", f"{BASE}/senders/s"),
-    ("GET", f"{BASE}/templates"), ("DELETE", BASE), ("DELETE", "/pipedrive/callback"), ("GET", "/pipedrive/nope"),
-]
 BAD_AUTH = [
     {},
     {"Authorization": "Basic " + base64.b64encode(f"{CLIENT_ID}:wrong".encode()).decode()},
@@ -466,15 +269,6 @@ async def test_a_provider_error_answers_each_spec_code(
         assert "retry_by" not in body["data"]
 
 
-def test_a_provider_error_checks_its_code_and_status() -> None:
-    assert ProviderError("FORBIDDEN", "no").status == 403
-    assert ProviderError(ErrorCode.NOT_FOUND, "gone", 410).status == 410
-    with pytest.raises(ValidationError, match="code"):
-        ProviderError("TEAPOT", "no")
-    with pytest.raises(ValidationError, match="status"):
-        ProviderError("FORBIDDEN", "no", 500)
-
-
 async def test_a_raising_handler_answers_a_generic_500_and_logs_the_trace(
     http: Http, shop: Shop, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -509,7 +303,7 @@ async def test_an_invalid_answer_fails_loudly_naming_the_field(
 async def test_a_conversation_tampered_after_construction_is_caught(
     http: Http, shop: Shop, caplog: pytest.LogCaptureFixture
 ) -> None:
-    conversation = _conversation("c1", [], None)
+    conversation = shop_conversation("c1", [], None)
     object.__setattr__(conversation, "participants", (conversation.participants[1],))  # no source_user left
     shop.answer = conversation
     response = await http.get(f"{BASE}/conversations/c1", headers=AUTH)
@@ -521,23 +315,7 @@ async def test_a_conversation_tampered_after_construction_is_caught(
     assert "post_message(): must return a non-empty message ID" in caplog.text
 
 
-def test_conversations_need_one_source_user_and_an_end_user() -> None:
-    agent = Participant("agent", "Agent", "source_user")
-    alice = Participant("alice", "Alice", "end_user")
-    with pytest.raises(ValidationError, match="participants: must hold exactly one source_user, got 2"):
-        Conversation("c", "", "open", True, [agent, agent, alice])
-    with pytest.raises(ValidationError, match="at least one end_user"):
-        Conversation("c", "", "open", True, [agent])
-    with pytest.raises(ValidationError, match="link"):
-        Conversation("c", "chat.example.com", "open", True, [agent, alice])
-    with pytest.raises(ValidationError, match="role"):
-        Participant("x", "X", "admin")
-    with pytest.raises(ValidationError, match="status"):
-        Conversation("c", "", "archived", True, [agent, alice])
-    assert Conversation("c", "", "open", True, [agent, alice]).link == ""
-
-
-# -- the uninstall callback and the manifest ------------------------------------------------------------------
+# -- the uninstall callback -----------------------------------------------------------------------------------
 
 
 async def test_the_uninstall_callback_reaches_the_provider(http: Http, shop: Shop) -> None:
@@ -548,74 +326,3 @@ async def test_the_uninstall_callback_reaches_the_provider(http: Http, shop: Sho
     response = await http.delete("/pipedrive/callback", json={"client_id": CLIENT_ID}, headers=AUTH)
     assert response.status == 400
     assert_error_shape(await response.json(), "BAD_REQUEST")
-
-
-def test_the_manifest_lists_every_endpoint_a_full_provider_implements() -> None:
-    document = manifest("https://bot.example.com/", Shop(), prefix="/hooks/pd/")
-    root = "https://bot.example.com/hooks/pd/channels/:providerChannelId"
-    assert document == {
-        "version": "v202101",
-        "endpoints": {
-            "getConversations": f"{root}/conversations",
-            "getConversationById": f"{root}/conversations/:sourceConversationId",
-            "postMessage": f"{root}/messages",
-            "getMessageById": f"{root}/conversations/:sourceConversationId/messages/:sourceMessageId",
-            "getSenderById": f"{root}/senders/:senderId",
-            "getTemplates": f"{root}/templates",
-            "deleteChannelById": root,
-        },
-    }
-
-
-async def test_the_manifest_and_the_app_hold_exactly_the_implemented_endpoints() -> None:
-    assert set(manifest("https://bot.example.com", Minimal)["endpoints"]) == {
-        "getConversations", "getConversationById", "postMessage"
-    }
-    http = await _serve(Minimal())
-    try:
-        for method, path in ROUTES[5:]:
-            response = await http.request(method, path, headers=AUTH)
-            assert response.status in (404, 405), path
-            assert_error_shape(await response.json(), "NOT_FOUND" if response.status == 404 else "BAD_REQUEST")
-        assert (await http.get(f"{BASE}/conversations", headers=AUTH)).status == 200
-    finally:
-        await http.close()
-
-
-def test_the_manifest_command_prints_the_json(capsys: pytest.CaptureFixture[str]) -> None:
-    code = cli.run(["manifest", "--base-url", "https://bot.example.com", "--provider", f"{__name__}:Minimal",
-                    "--prefix", "/x"])
-    assert code == 0
-    printed = json.loads(capsys.readouterr().out)
-    assert printed == manifest("https://bot.example.com", Minimal, "/x")
-    assert cli.run(["manifest", "--base-url", "https://b.example.com", "--provider", "json:loads"]) == 2
-    assert cli.run(["manifest", "--base-url", "ftp://b.example.com", "--provider", f"{__name__}:Minimal"]) == 2
-
-
-def test_the_schema_check_catches_a_wrong_shape() -> None:
-    if _spec() is None:
-        pytest.skip(f"{SPEC_PATH} is absent: no schema to check against")
-    with pytest.raises(jsonschema.ValidationError):
-        assert_matches_spec("getConversations", 200, {"success": True, "data": [{"id": "c1", "link": ""}]})
-    with pytest.raises(jsonschema.ValidationError):
-        assert_matches_spec("getMessageById", 200, {"id": "m", "status": "lost", "created_at": "x", "message": "",
-                                                    "sender_id": "s"})
-
-
-@pytest.mark.parametrize(
-    "module_name",
-    ["pipedrive_channels.extension", "pipedrive_channels.extension.app", "pipedrive_channels.extension.manifest",
-     "pipedrive_channels.extension.models", "pipedrive_channels.extension.provider",
-     "pipedrive_channels.extension.echo_bot"],
-)
-def test_every_public_name_of_the_extension_has_a_docstring(module_name: str) -> None:
-    module = importlib.import_module(module_name)
-    assert module.__doc__
-    for name in module.__all__:
-        value = getattr(module, name)
-        if inspect.isclass(value) or inspect.isfunction(value):
-            assert inspect.getdoc(value), f"{module_name}.{name}"
-        if inspect.isclass(value):
-            for attribute, member in vars(value).items():
-                if not attribute.startswith("_") and (inspect.isfunction(member) or isinstance(member, property)):
-                    assert inspect.getdoc(member), f"{module_name}.{name}.{attribute}"

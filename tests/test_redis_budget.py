@@ -1,6 +1,6 @@
 """RedisBudget against a real redis-server (tests/redis_server.py), never a mock.
 
-Run as a script, this file is the worker the multi-process tests start: ``python test_redis_budget.py JSON``.
+The multi-process tests start tests/redis_worker.py, once per worker process.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import sys
 import time
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,10 +23,9 @@ from redis.backoff import NoBackoff
 from redis_server import RedisServer
 
 from pipedrive_channels import ChannelsClient
-from pipedrive_channels.budget import Plan, Priority, Reservation
+from pipedrive_channels.budget import Plan, Priority
 from pipedrive_channels.errors import BudgetExhaustedError, BudgetTimeoutError
 from pipedrive_channels.redis_budget import BudgetUnavailableError, RedisBudget, RedisReservation
-from pipedrive_channels.retry import RetryPolicy
 from pipedrive_channels.testing import FakePipedrive, busiest_window
 
 
@@ -236,10 +236,12 @@ async def test_redis_restarted_mid_run_local_mode(
 
 # -- 4 OS processes sharing one key ------------------------------------------------------------------------
 
+WORKER = Path(__file__).with_name("redis_worker.py")
+
 
 def _workers(args: dict[str, Any], count: int = 4) -> list[dict[str, Any]]:
     processes = [
-        subprocess.Popen([sys.executable, __file__, json.dumps({**args, "worker": i})], stdout=subprocess.PIPE)
+        subprocess.Popen([sys.executable, str(WORKER), json.dumps({**args, "worker": i})], stdout=subprocess.PIPE)
         for i in range(count)
     ]
     results = []
@@ -271,60 +273,3 @@ async def test_four_processes_share_one_daily_budget(redis_server: RedisServer) 
     results = await asyncio.to_thread(_workers, args)
     total = sum(r["tokens"] for r in results)
     assert 1000 - 7 < total <= 1000
-
-
-# -- the worker -----------------------------------------------------------------------------------------------
-
-
-async def _worker(args: dict[str, Any]) -> dict[str, Any]:
-    redis = _redis(args["port"])
-    await asyncio.sleep(max(0.0, args["start"] - time.time()))
-    if args["mode"] == "daily":
-        budget = RedisBudget(redis, args["key"], requests_per_window=100_000, tokens_per_day=1000,
-                             search_requests_per_window=None)
-        tokens = 0
-
-        async def spend() -> None:
-            nonlocal tokens
-            while True:
-                try:
-                    reservation: Reservation = await budget.acquire(7, timeout=0.5)
-                except BudgetExhaustedError:
-                    return
-                tokens += 7
-                reservation.settle()
-
-        await asyncio.gather(*(spend() for _ in range(args["tasks"])))
-        await budget.aclose()
-        await redis.aclose()
-        return {"tokens": tokens}
-
-    budget = RedisBudget(redis, args["key"], requests_per_window=80, window=2.0, search_requests_per_window=None)
-    end = args["start"] + args["duration"]
-    sent = 0
-    async with ChannelsClient(args["token"], base_url=args["base_url"], budget=budget,
-                              retry=RetryPolicy.none()) as client:
-
-        async def send(task: int) -> None:
-            nonlocal sent
-            n = 0
-            while (left := end - time.time()) > 0:
-                try:
-                    await client.add_channel(name="c", provider_channel_id=f"{args['worker']}-{task}-{n}",
-                                             timeout=left)
-                except BudgetTimeoutError:
-                    return
-                sent += 1
-                n += 1
-
-        await asyncio.gather(*(send(i) for i in range(args["tasks"])))
-    await budget.aclose()
-    await redis.aclose()
-    return {"requests": sent}
-
-
-if __name__ == "__main__":
-    import warnings
-
-    warnings.filterwarnings("ignore", ".*is deprecated by Pipedrive", DeprecationWarning)
-    print(json.dumps(asyncio.run(_worker(json.loads(sys.argv[1])))))

@@ -39,7 +39,7 @@ from typing import Any, BinaryIO
 
 import attrs
 
-from .budget import Priority, RateBudget
+from .budget import Budget, Priority
 from .client import ChannelsClient
 from .costs import operation_cost
 from .errors import (
@@ -288,7 +288,7 @@ def shard_of(conversation_id: str, shards: int) -> int:
     return int.from_bytes(digest, "big") % shards
 
 
-def estimate(messages: Iterable[Message | BadInput], budget: RateBudget) -> Estimate:
+def estimate(messages: Iterable[Message | BadInput], budget: Budget) -> Estimate:
     """Read ``messages`` once and say what sending them costs, and how long ``budget`` makes it take."""
     count = bad = 0
     for item in messages:

@@ -22,7 +22,7 @@ from urllib.parse import quote
 import aiohttp
 
 from .auth import ApiToken, Authorizer, OAuthApp, OAuthToken, TokenStore
-from .budget import Plan, Priority, RateBudget, Reservation
+from .budget import Admission, Budget, Plan, Priority, RateBudget
 from .costs import DEFAULT_COST, Operation, find_operation, operation_cost
 from .errors import ApiError, PipedriveError, TransportError, ValidationError
 from .models import ApiResponse, Channel, Message, NewChannel, ProviderType, converter, require_identifier
@@ -135,7 +135,7 @@ class ChannelsClient:
         token_store: TokenStore | None = None,
         session: aiohttp.ClientSession | None = None,
         timeout: float = 30.0,
-        budget: RateBudget | None = None,
+        budget: Budget | None = None,
         retry: RetryPolicy | None = None,
         max_answer_bytes: int = DEFAULT_MAX_ANSWER_BYTES,
     ) -> None:
@@ -164,7 +164,7 @@ class ChannelsClient:
         return self._session.authorizer.token
 
     @property
-    def budget(self) -> RateBudget:
+    def budget(self) -> Budget:
         """The rate budget calls are charged to (see its ``stats()``)."""
         return self._budget
 
@@ -482,13 +482,13 @@ def _next_cursor(page: ApiResponse, additional: dict[str, Any], sent: set[str]) 
     return cursor
 
 
-def _settle(reservation: Reservation, searching: Reservation | None, headers: Mapping[str, str] | None) -> None:
+def _settle(reservation: Admission, searching: Admission | None, headers: Mapping[str, str] | None) -> None:
     reservation.settle(headers)
     if searching is not None:
         searching.settle()
 
 
-def _refund(reservation: Reservation, searching: Reservation | None) -> None:
+def _refund(reservation: Admission, searching: Admission | None) -> None:
     reservation.refund()
     if searching is not None:
         searching.refund()

@@ -30,8 +30,8 @@ import attrs
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 from tenacity.stop import stop_base
 
-from ._rate_headers import RateHeaders
-from .budget import RateBudget
+from .budget import Budget
+from .budget._rate_headers import RateHeaders
 from .errors import ApiError, BudgetExhaustedError, NotFoundError, PipedriveError, RateLimitError, TransportError
 
 __all__ = ["Repeat", "RetryPolicy", "retry_after", "server_wait"]
@@ -136,7 +136,7 @@ class RetryPolicy:
         attempt: Callable[[], Awaitable[_T]],
         *,
         repeat: Repeat,
-        budget: RateBudget,
+        budget: Budget,
         started: float,
         deadline: float | None = None,
     ) -> _T:
@@ -217,7 +217,7 @@ def _pause(error: BaseException) -> float | None:
     return None
 
 
-def _hold(budget: RateBudget, error: BaseException) -> None:
+def _hold(budget: Budget, error: BaseException) -> None:
     """Hold the budget for the server's wait, so every task and process sharing it pauses, not only this call."""
     pause = _pause(error)
     if pause is not None:

@@ -18,9 +18,8 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from pipedrive_channels import ChannelsClient
-from pipedrive_channels.budget import Reservation
+from pipedrive_channels.budget import Admission, RedisBudget
 from pipedrive_channels.errors import BudgetExhaustedError, BudgetTimeoutError
-from pipedrive_channels.redis_budget import RedisBudget
 from pipedrive_channels.retry import RetryPolicy
 
 
@@ -39,7 +38,7 @@ async def work(args: dict[str, Any]) -> dict[str, Any]:
             nonlocal tokens
             while True:
                 try:
-                    reservation: Reservation = await budget.acquire(7, timeout=0.5)
+                    reservation: Admission = await budget.acquire(7, timeout=0.5)
                 except BudgetExhaustedError:
                     return
                 tokens += 7

@@ -7,11 +7,12 @@ import gc
 from collections.abc import AsyncIterator, Awaitable
 from typing import TypeVar
 
+import attrs
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipedrive_channels.budget import Plan, Priority, RateBudget, Reservation, TokenBucket
+from pipedrive_channels.budget import Limits, Plan, Priority, RateBudget, Reservation, TokenBucket
 from pipedrive_channels.errors import BudgetExhaustedError, BudgetTimeoutError
 
 T = TypeVar("T")
@@ -230,6 +231,26 @@ def test_plans_map_to_the_documented_limits() -> None:
     assert ultimate.requests_per_window == 120 and "daily_capacity=315000" in repr(ultimate)
     assert RateBudget.for_plan(Plan.GROWTH, 1).requests_per_window == 160
     assert RateBudget.for_plan(Plan.PREMIUM, 1, auth="api_token").requests_per_window == 100
+
+
+def test_limits_hold_the_plan_table_and_are_the_budgets_keyword_arguments() -> None:
+    limits = Limits.for_plan(Plan.PREMIUM, seats=2, daily_share=0.5)
+    assert (limits.requests_per_window, limits.tokens_per_day, limits.daily_tokens) == (400, 300_000, 150_000)
+    budget = RateBudget(**attrs.asdict(limits))
+    assert budget.limits == limits and budget.search is not None and budget.search.requests_per_window == 10
+    quarter = limits.scaled(0.25)
+    assert (quarter.requests_per_window, quarter.daily_tokens, quarter.search_requests_per_window) == (100, 37_500, 2)
+    with pytest.raises(ValueError, match="seats"):
+        Limits.for_plan(Plan.LITE, seats=0)
+
+
+def test_time_for_counts_the_window_and_the_daily_refill() -> None:
+    limits = Limits(requests_per_window=80, tokens_per_day=86_400, daily_burst=100)
+    assert limits.time_for(80, 10) == 0  # one full window, from full
+    assert limits.time_for(160, 10) == 2.0  # a second window
+    assert limits.time_for(1, 1100) == 1000.0  # 1000 tokens past the burst at 1 per second
+    assert RateBudget(**attrs.asdict(limits)).time_for(1, 1100) == 1000.0
+    assert RateBudget.unlimited().time_for(10**6, 10**9) == 0
 
 
 @pytest.mark.parametrize(

@@ -27,9 +27,9 @@ from pipedrive_channels import (
     TokenBucket,
     ValidationError,
 )
-from pipedrive_channels._rate_headers import MAX_BURST_RESET, MAX_SERVER_WAIT, RateHeaders
 from pipedrive_channels.backfill import backfill
-from pipedrive_channels.redis_budget import RedisBudget
+from pipedrive_channels.budget import RedisBudget
+from pipedrive_channels.budget._rate_headers import MAX_BURST_RESET, MAX_SERVER_WAIT, RateHeaders
 from pipedrive_channels.retry import retry_after, server_wait
 from pipedrive_channels.testing import FakePipedrive
 

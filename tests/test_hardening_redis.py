@@ -21,8 +21,8 @@ from redis.backoff import NoBackoff
 from redis_server import RedisServer, running_redis_server
 
 from pipedrive_channels import ChannelsClient
+from pipedrive_channels.budget import BudgetUnavailableError, RedisBudget, RedisReservation
 from pipedrive_channels.errors import BudgetTimeoutError
-from pipedrive_channels.redis_budget import BudgetUnavailableError, RedisBudget, RedisReservation
 from pipedrive_channels.retry import RetryPolicy
 from pipedrive_channels.testing import busiest_window
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from pipedrive_channels import ChannelsClient, OAuthApp, RetryPolicy
-from pipedrive_channels._rate_headers import MAX_BURST_RESET, MAX_SERVER_WAIT
 from pipedrive_channels.backfill import MAX_CONCURRENCY
+from pipedrive_channels.budget._rate_headers import MAX_BURST_RESET, MAX_SERVER_WAIT
 from pipedrive_channels.extension import MAX_FORM_PARTS, create_app
 from pipedrive_channels.redis_budget import RedisBudget
 

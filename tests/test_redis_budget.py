@@ -22,10 +22,16 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis_server import RedisServer
 
-from pipedrive_channels import ChannelsClient
-from pipedrive_channels.budget import Plan, Priority
+from pipedrive_channels import ChannelsClient, redis_budget
+from pipedrive_channels.budget import (
+    BudgetUnavailableError,
+    Plan,
+    Priority,
+    RateBudget,
+    RedisBudget,
+    RedisReservation,
+)
 from pipedrive_channels.errors import BudgetExhaustedError, BudgetTimeoutError
-from pipedrive_channels.redis_budget import BudgetUnavailableError, RedisBudget, RedisReservation
 from pipedrive_channels.testing import FakePipedrive, busiest_window
 
 
@@ -170,12 +176,19 @@ async def test_clock_skew_between_processes_does_not_matter(redis: Redis) -> Non
         await budget.aclose()
 
 
-async def test_it_is_a_rate_budget_the_client_accepts(redis: Redis) -> None:
+async def test_it_is_a_budget_the_client_accepts(redis: Redis) -> None:
     budget = RedisBudget.for_plan(redis, "k", plan=Plan.GROWTH, seats=2)
     client = ChannelsClient("token", base_url="http://127.0.0.1:9/v1", budget=budget)  # no cast needed
     assert client.budget is budget and budget.requests_per_window == 160
+    assert budget.limits == RateBudget.for_plan(Plan.GROWTH, seats=2).limits
     assert isinstance(budget.search, RedisBudget) and budget.search.key == "k:search"
     assert "RedisBudget(key='k'" in repr(budget)
+
+
+def test_the_old_module_still_exports_the_redis_budget() -> None:
+    assert redis_budget.RedisBudget is RedisBudget
+    assert redis_budget.RedisReservation is RedisReservation
+    assert redis_budget.BudgetUnavailableError is BudgetUnavailableError
 
 
 # -- Redis down, and back ----------------------------------------------------------------------------------

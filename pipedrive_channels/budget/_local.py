@@ -1,236 +1,35 @@
-"""Rate budget: admit a call only when Pipedrive's limits allow it, and charge it its documented cost.
+"""The rate budget of one process: Pipedrive's burst window and daily token budget, enforced before each request.
 
-Pipedrive enforces two limits (https://pipedrive.readme.io/docs/core-api-concepts-rate-limiting):
+:class:`RateBudget` models both limits (the model: :mod:`pipedrive_channels.budget._contract`). The window is a log
+of request slots. A slot is taken at admission and stays taken until ``window`` seconds after the answer arrived
+(:meth:`Reservation.settle`). The daily part is a :class:`TokenBucket` of cost: size ``tokens_per_day *
+daily_share`` (or ``daily_burst``), initially full, refilled at ``tokens_per_day * daily_share`` per 24 h.
 
-- a burst limit per access token: at most ``N`` requests in any rolling 2-second window, as the server
-  counts arrivals;
-- a daily token budget per company: every operation costs its ``x-token-cost``, reset daily.
-
-:class:`RateBudget` models both. The window is a log of request slots. A slot is taken at admission and
-stays taken until ``window`` seconds after the answer arrived (:meth:`Reservation.settle`): the request reached
-the server before its answer came back, so no two requests that share a slot can ever be in one server window.
-The daily part is a :class:`TokenBucket` of cost: size ``tokens_per_day * daily_share`` (or ``daily_burst``),
-initially full, refilled at ``tokens_per_day * daily_share`` per 24 h.
-
-Waiting callers queue in two FIFO lanes (:class:`Priority`); one timer wakes the head of the queue when the
-budget will admit it, so waiting costs no polling. Within a lane nobody overtakes: a waiting 10-cost call
-is never passed by later 6-cost calls. Time is injected (``clock``), so every decision is a function of the
-time it reads; the timers run on the event loop, whose clock must tick with ``clock`` (the default,
-``time.monotonic``, is the loop's own).
+Waiting callers queue in the shared gate; one timer wakes the head of the queue when the budget will admit it, so
+waiting costs no polling. Time is injected (``clock``), so every decision is a function of the time it reads; the
+timers run on the event loop, whose clock must tick with ``clock`` (the default, ``time.monotonic``, is the loop's
+own).
 """
 
 from __future__ import annotations
 
 import asyncio
 import bisect
-import enum
+import functools
 import math
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
-from typing import Protocol
 
 import attrs
 
+from ..errors import BudgetTimeoutError
+from ._contract import Admission, BudgetStats, Priority
+from ._gate import Gate, check_cost, check_timeout, with_search_slot
+from ._limits import DAY, Limits, Plan
 from ._rate_headers import MAX_SERVER_WAIT, RateHeaders
-from .errors import BudgetExhaustedError, BudgetTimeoutError, ValidationError
 
-__all__ = ["BudgetStats", "Plan", "Priority", "RateBudget", "Reservation", "TokenBucket"]
-
-DAY = 86_400.0
-"""Seconds in the daily budget's period."""
-
-_BURST_PER_2S = {
-    "oauth": (80, 160, 400, 480),
-    "api_token": (20, 40, 100, 120),
-}
-
-
-class Plan(enum.Enum):
-    """A Pipedrive plan; its value is the daily budget multiplier."""
-
-    LITE = 1
-    GROWTH = 2
-    PREMIUM = 5
-    ULTIMATE = 7
-
-
-class Priority(enum.IntEnum):
-    """Admission lane: interactive calls (a bot's live reply) go before bulk ones (a back-fill)."""
-
-    INTERACTIVE = 0
-    BULK = 1
-
-
-@attrs.frozen
-class BudgetStats:
-    """What a budget has admitted so far; waits are in seconds of the budget's clock."""
-
-    tokens_charged: float
-    requests_admitted: int
-    total_wait: float
-    max_wait: float
-    queue_length: int
-
-
-class _Policy(Protocol):
-    def _delay(self, cost: float, now: float) -> tuple[float, bool]:
-        """Seconds until ``cost`` can be admitted (0: now; inf: unknown), and whether the daily budget blocks."""
-
-    def _charge(self, cost: float, now: float) -> None:
-        """Take ``cost`` (the caller checked that the delay is 0)."""
-
-    def _abandon(self, admitted_at: float) -> None:
-        """An admitted caller was cancelled before it could use its admission (what was charged stays)."""
-
-
-class _Waiter:
-    __slots__ = ("cost", "deadline", "deadline_timer", "enqueued", "future", "lane")
-
-    def __init__(self, cost: float, lane: int, enqueued: float, deadline: float | None, future: asyncio.Future[float]):
-        self.cost = cost
-        self.lane = lane
-        self.enqueued = enqueued
-        self.deadline = deadline
-        self.future = future
-        self.deadline_timer: asyncio.TimerHandle | None = None
-
-
-class _Gate:
-    """The waiting room: FIFO lanes and the one timer that wakes the head when the policy will admit it."""
-
-    def __init__(self, policy: _Policy, clock: Callable[[], float], bulk_share: float) -> None:
-        self._policy = policy
-        self._clock = clock
-        self._lanes: tuple[deque[_Waiter], deque[_Waiter]] = (deque(), deque())
-        self._timer: asyncio.TimerHandle | None = None
-        # Bulk's guaranteed share: every interactive admission while bulk waits earns bulk this much credit;
-        # a full credit admits one bulk waiter ahead of the interactive lane.
-        self._bulk_credit_step = bulk_share / (1.0 - bulk_share)
-        self._bulk_credit = 0.0
-        self.requests = 0
-        self.total_wait = 0.0
-        self.max_wait = 0.0
-
-    def __len__(self) -> int:
-        return len(self._lanes[0]) + len(self._lanes[1])
-
-    async def admit(self, cost: float, lane: int, timeout: float | None) -> float:
-        """Queue until ``cost`` is admitted in ``lane``; return the admission time.
-
-        The slow path: callers first try to admit at once, with nobody waiting, without a coroutine.
-        """
-        now = self._clock()
-        deadline = None if timeout is None else now + timeout
-        if deadline is not None:
-            ahead = sum(w.cost for w in self._lanes[0]) + (sum(w.cost for w in self._lanes[1]) if lane else 0.0)
-            delay, daily = self._policy._delay(ahead + cost, now)
-            if now + delay > deadline:  # fail now rather than sleep the futile time
-                raise _refusal(now, delay, daily)
-        loop = asyncio.get_running_loop()
-        waiter = _Waiter(cost, lane, now, deadline, loop.create_future())
-        self._lanes[lane].append(waiter)
-        if deadline is not None:
-            waiter.deadline_timer = loop.call_later(deadline - now, self._expire, waiter)
-        self.wake()
-        try:
-            return await waiter.future
-        except asyncio.CancelledError:
-            future = waiter.future
-            if future.done() and not future.cancelled() and future.exception() is None:
-                self._policy._abandon(future.result())  # admitted just before the cancel: charged all the same
-            else:
-                self._remove(waiter)  # cancelled while waiting: it takes nothing
-                self.wake()
-            raise
-
-    def wake(self) -> None:
-        """Admit every waiter the policy allows now, then arm the timer for the next head."""
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        now = self._clock()
-        while (waiter := self._head()) is not None:
-            if waiter.future.done():  # cancelled; its task has not run its clean-up yet
-                self._remove(waiter)
-                continue
-            delay, daily = self._policy._delay(waiter.cost, now)
-            if delay > 0:
-                if waiter.deadline is not None and now + delay > waiter.deadline:
-                    self._remove(waiter)
-                    waiter.future.set_exception(_refusal(now, delay, daily))
-                    continue
-                if delay < math.inf:  # inf: waiting for a settle or a header, which call wake() themselves
-                    self._timer = asyncio.get_running_loop().call_later(delay, self.wake)
-                return
-            self._policy._charge(waiter.cost, now)
-            self._remove(waiter)
-            self._count_admission(waiter.lane)
-            wait = now - waiter.enqueued
-            self.requests += 1
-            self.total_wait += wait
-            self.max_wait = max(self.max_wait, wait)
-            waiter.future.set_result(now)
-
-    def _head(self) -> _Waiter | None:
-        interactive, bulk = self._lanes
-        if not bulk:
-            return interactive[0] if interactive else None
-        if not interactive or self._bulk_credit >= 1.0:
-            return bulk[0]
-        return interactive[0]
-
-    def _count_admission(self, lane: int) -> None:
-        if not self._lanes[Priority.BULK]:
-            self._bulk_credit = 0.0  # no banking: credit only accrues while bulk is actually waiting
-        elif lane == Priority.BULK:
-            self._bulk_credit = max(0.0, self._bulk_credit - 1.0)
-        else:
-            self._bulk_credit += self._bulk_credit_step
-
-    def _remove(self, waiter: _Waiter) -> None:
-        lane = self._lanes[waiter.lane]
-        if lane and lane[0] is waiter:
-            lane.popleft()
-        elif waiter in lane:
-            lane.remove(waiter)
-        if waiter.deadline_timer is not None:
-            waiter.deadline_timer.cancel()
-
-    def _expire(self, waiter: _Waiter) -> None:
-        if waiter.future.done():
-            return
-        now = self._clock()
-        self._remove(waiter)
-        delay, daily = self._policy._delay(waiter.cost, now)
-        waiter.future.set_exception(_refusal(now, max(delay, 0.0), daily))
-        self.wake()
-
-
-def _refusal(now: float, delay: float, daily: bool) -> Exception:
-    if daily:
-        retry_at = now + delay if delay < math.inf else None
-        return BudgetExhaustedError(
-            "the token budget is spent", retry_at=retry_at, retry_after=None if retry_at is None else delay
-        )
-    return BudgetTimeoutError("the rate budget cannot admit the call before its deadline")
-
-
-def _check_timeout(timeout: float | None) -> float | None:
-    """A wait's limit in seconds: ``None`` or ``inf`` for none; NaN or a negative number is refused."""
-    if timeout is None or timeout == math.inf:
-        return None
-    if not timeout >= 0:  # NaN fails it too
-        raise ValidationError("timeout", f"must be a number of seconds >= 0 (or None), got {timeout!r}")
-    return timeout
-
-
-def _check_cost(cost: float, capacity: float) -> None:
-    # One chained comparison on the hot path; NaN fails it too. A non-number raises TypeError here.
-    if not 0 <= cost <= capacity:
-        if not cost >= 0:
-            raise ValueError(f"cost must be a non-negative number, got {cost!r}")
-        raise ValueError(f"cost {cost} exceeds the capacity {capacity}: it could never be admitted")
+__all__ = ["RateBudget", "Reservation", "TokenBucket"]
 
 
 class TokenBucket:
@@ -249,7 +48,7 @@ class TokenBucket:
         self._clock = clock
         self._tokens = self.capacity
         self._updated = clock()
-        self._gate = _Gate(self, clock, bulk_share=0.0)
+        self._gate = Gate(self, clock, bulk_share=0.0)
 
     def __repr__(self) -> str:
         return f"TokenBucket(capacity={self.capacity}, refill_per_second={self.refill_per_second})"
@@ -267,19 +66,19 @@ class TokenBucket:
         :raises BudgetExhaustedError: they cannot be available within ``timeout`` seconds (nothing is taken).
         :raises ValidationError: ``timeout`` is negative or NaN.
         """
-        _check_cost(cost, self.capacity)
+        check_cost(cost, self.capacity)
         if timeout is not None:
-            timeout = _check_timeout(timeout)
+            timeout = check_timeout(timeout)
         if not self._admit_now(cost):
             await self._gate.admit(cost, 0, timeout)
 
     def try_acquire(self, cost: float) -> bool:
         """Take ``cost`` tokens if they are available now and nobody waits; never waits."""
-        _check_cost(cost, self.capacity)
+        check_cost(cost, self.capacity)
         return self._admit_now(cost)
 
     def _admit_now(self, cost: float) -> bool:
-        if self._gate._lanes[0] or not self._take_now(cost, self._clock()):
+        if self._gate.lanes[0] or not self._take_now(cost, self._clock()):
             return False
         self._gate.requests += 1
         return True
@@ -373,6 +172,24 @@ class Reservation:
 _UNLIMITED_RESERVATION = Reservation(None, 0.0, 0.0)
 
 
+class _SearchReservation(Reservation):
+    """A search request's reservation: it holds a slot of the search window too, settled or refunded alongside."""
+
+    __slots__ = ("_search",)
+
+    def __init__(self, budget: RateBudget, admitted_at: float, cost: float, search: Admission) -> None:
+        super().__init__(budget, admitted_at, cost)
+        self._search = search
+
+    def settle(self, headers: Mapping[str, str] | None = None) -> None:
+        super().settle(headers)
+        self._search.settle()
+
+    def refund(self) -> None:
+        super().refund()
+        self._search.refund()
+
+
 class RateBudget:
     """Pipedrive's burst window and daily token budget, enforced before each request is sent.
 
@@ -400,23 +217,18 @@ class RateBudget:
         search_requests_per_window: int | None = 10,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        if isinstance(requests_per_window, bool) or not isinstance(requests_per_window, int) or requests_per_window < 1:
-            raise ValueError(f"requests_per_window must be a positive int, got {requests_per_window!r}")
-        if not window > 0:
-            raise ValueError(f"window must be > 0, got {window!r}")
-        if not 0 < daily_share <= 1:
-            raise ValueError(f"daily_share must be in (0, 1], got {daily_share!r}")
         if not 0 <= bulk_share < 1:
             raise ValueError(f"bulk_share must be in [0, 1), got {bulk_share!r}")
+        self.limits = limits = Limits(
+            requests_per_window, window, tokens_per_day, daily_share, daily_burst, search_requests_per_window
+        )
+        """The limits this budget enforces."""
         self.requests_per_window = requests_per_window
-        self.window = float(window)
+        self.window = limits.window
         self._clock = clock
         self._daily: TokenBucket | None = None
-        if tokens_per_day is not None:
-            if not tokens_per_day > 0 or (daily_burst is not None and not daily_burst > 0):
-                raise ValueError("tokens_per_day and daily_burst must be > 0")
-            share = tokens_per_day * daily_share
-            self._daily = TokenBucket(min(share, daily_burst or share), share / DAY, clock=clock)
+        if limits.daily_tokens is not None and limits.daily_capacity is not None:
+            self._daily = TokenBucket(limits.daily_capacity, limits.daily_tokens / DAY, clock=clock)
         self._capacity = self._daily.capacity if self._daily else math.inf
         self._unlimited = False
         self._slot_ends: deque[float] = deque()  # when settled slots free up, ascending
@@ -424,7 +236,7 @@ class RateBudget:
         self._dropped: list[float] = []  # admission times of reservations dropped unsettled
         self._hold_until = -math.inf
         self._tokens_charged = 0.0
-        self._gate = _Gate(self, clock, bulk_share)
+        self._gate = Gate(self, clock, bulk_share)
         self.search: RateBudget | None = None
         """The search operations' window (a budget of its own, cost unmetered), or None."""
         if search_requests_per_window is not None:
@@ -435,13 +247,9 @@ class RateBudget:
 
     @classmethod
     def for_plan(cls, plan: Plan, seats: int, auth: str = "oauth", daily_share: float = 1.0) -> RateBudget:
-        """The limits of a plan: burst per access token (``auth`` "oauth" or "api_token") and the daily budget."""
-        if auth not in _BURST_PER_2S:
-            raise ValueError(f"auth must be 'oauth' or 'api_token', got {auth!r}")
-        if not isinstance(seats, int) or seats < 1:
-            raise ValueError(f"seats must be a positive int, got {seats!r}")
-        burst = _BURST_PER_2S[auth][list(Plan).index(plan)]
-        return cls(requests_per_window=burst, tokens_per_day=30_000 * plan.value * seats, daily_share=daily_share)
+        """The limits of a plan (:meth:`Limits.for_plan`): burst per access token (``auth`` "oauth" or
+        "api_token") and the daily budget."""
+        return cls(**attrs.asdict(Limits.for_plan(plan, seats, auth, daily_share)))
 
     @classmethod
     def unlimited(cls) -> RateBudget:
@@ -461,11 +269,18 @@ class RateBudget:
         return f"RateBudget(requests_per_window={self.requests_per_window}, window={self.window:g}{daily})"
 
     async def acquire(
-        self, cost: float, *, priority: Priority = Priority.INTERACTIVE, timeout: float | None = None
+        self,
+        cost: float,
+        *,
+        priority: Priority = Priority.INTERACTIVE,
+        timeout: float | None = None,
+        search: bool = False,
     ) -> Reservation:
         """Wait until one request costing ``cost`` may be sent, and charge it.
 
         :param priority: the lane to wait in.
+        :param search: it is a search operation: it takes a slot of the search window (:attr:`search`) too, first,
+            within the same ``timeout``; settling or refunding the reservation does the same to that slot.
         :param timeout: the most seconds to wait (``None`` or ``inf``: no limit); a call that cannot be admitted by
             then fails at once.
         :raises BudgetExhaustedError: the daily budget blocks it past the deadline (carries ``retry_at``).
@@ -474,18 +289,26 @@ class RateBudget:
         :raises ValueError: ``cost`` exceeds the daily capacity, so it could never be admitted.
         """
         if timeout is not None:
-            timeout = _check_timeout(timeout)
+            timeout = check_timeout(timeout)
         if self._unlimited:
             if self._clock() < self._hold_until:
                 await self._wait_out_hold(timeout)
             self._tokens_charged += cost
             self._gate.requests += 1
             return _UNLIMITED_RESERVATION
-        _check_cost(cost, self._capacity)
+        check_cost(cost, self._capacity)
+        if search and self.search is not None:
+            admit = functools.partial(self._admit, cost, priority)
+            at, slot = await with_search_slot(self.search, admit, priority, timeout, self._clock)
+            return _SearchReservation(self, at, cost, slot)
         admitted = self._admit_now(cost)  # the common case, without a second coroutine
         if admitted is None:
             admitted = await self._gate.admit(cost, Priority(priority), timeout)
         return Reservation(self, admitted, cost)
+
+    async def _admit(self, cost: float, priority: Priority, timeout: float | None) -> float:
+        admitted = self._admit_now(cost)
+        return await self._gate.admit(cost, Priority(priority), timeout) if admitted is None else admitted
 
     def try_acquire(self, cost: float) -> Reservation | None:
         """Admit and charge a request only if that is possible now with nobody waiting; never waits."""
@@ -495,7 +318,7 @@ class RateBudget:
             self._tokens_charged += cost
             self._gate.requests += 1
             return _UNLIMITED_RESERVATION
-        _check_cost(cost, self._capacity)
+        check_cost(cost, self._capacity)
         admitted = self._admit_now(cost)
         return None if admitted is None else Reservation(self, admitted, cost)
 
@@ -528,18 +351,9 @@ class RateBudget:
         self._reschedule()
 
     def time_for(self, requests: int, tokens: float) -> float:
-        """Seconds this budget needs to admit ``requests`` costing ``tokens`` in all, starting full.
-
-        The window admits ``requests_per_window`` per ``window``; the daily bucket, once its capacity is spent,
-        refills at its rate. Answer latency is not counted (each slot cycle takes a little longer).
-        """
-        if self._unlimited or requests <= 0:
-            return 0.0
-        window_time = max(0, requests - self.requests_per_window) * self.window / self.requests_per_window
-        daily_time = 0.0
-        if self._daily is not None and tokens > self._daily.capacity:
-            daily_time = (tokens - self._daily.capacity) / self._daily.refill_per_second
-        return max(window_time, daily_time)
+        """Seconds this budget needs to admit ``requests`` costing ``tokens`` in all, starting full
+        (:meth:`Limits.time_for`; 0 for an unlimited budget)."""
+        return 0.0 if self._unlimited else self.limits.time_for(requests, tokens)
 
     def stats(self) -> BudgetStats:
         """Tokens charged, requests admitted, total and longest wait, and how many wait now."""
@@ -560,7 +374,7 @@ class RateBudget:
 
     def _admit_now(self, cost: float) -> float | None:
         """Admit and charge at once if nobody waits and both limits allow it; return the admission time."""
-        lanes = self._gate._lanes
+        lanes = self._gate.lanes
         if lanes[0] or lanes[1]:
             return None  # never overtake a waiter
         now = self._clock()
@@ -609,7 +423,7 @@ class RateBudget:
         self._in_flight -= 1
         # now + window is never earlier than any slot end already there, so the deque stays sorted.
         self._slot_ends.append(self._clock() + self.window)
-        lanes = self._gate._lanes
+        lanes = self._gate.lanes
         if lanes[0] or lanes[1]:
             self._gate.wake()
 
@@ -617,7 +431,7 @@ class RateBudget:
         self._dropped.append(admitted_at)
 
     def _reschedule(self) -> None:
-        lanes = self._gate._lanes
+        lanes = self._gate.lanes
         if lanes[0] or lanes[1]:
             self._gate.wake()
 

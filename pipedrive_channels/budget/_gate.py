@@ -12,13 +12,11 @@ from __future__ import annotations
 import asyncio
 import math
 from collections import deque
-from collections.abc import Awaitable, Callable
-from typing import Protocol, TypeVar
+from collections.abc import Callable
+from typing import Protocol
 
 from ..errors import BudgetExhaustedError, BudgetTimeoutError, ValidationError
-from ._contract import Admission, Budget, Priority
-
-_T = TypeVar("_T")
+from ._contract import Priority
 
 
 class Policy(Protocol):
@@ -50,6 +48,8 @@ class Gate:
     """The waiting room: FIFO lanes, bulk's share, and (with a policy) the one timer that wakes the head."""
 
     def __init__(self, policy: Policy | None, clock: Callable[[], float], bulk_share: float) -> None:
+        if not 0 <= bulk_share < 1:
+            raise ValueError(f"bulk_share must be in [0, 1), got {bulk_share!r}")
         self._policy = policy
         self._clock = clock
         self.lanes: tuple[deque[Waiter], deque[Waiter]] = (deque(), deque())
@@ -124,11 +124,13 @@ class Gate:
             waiter.future.set_result(now)
 
     def _expire(self, waiter: Waiter) -> None:
-        if waiter.future.done() or self._policy is None:
+        policy = self._policy
+        assert policy is not None  # only admit() arms deadline timers
+        if waiter.future.done():
             return
         now = self._clock()
         self._remove(waiter)
-        delay, daily = self._policy._delay(waiter.cost, now)
+        delay, daily = policy._delay(waiter.cost, now)
         waiter.future.set_exception(refusal(now, max(delay, 0.0), daily))
         self.wake()
 
@@ -231,24 +233,3 @@ def check_cost(cost: float, capacity: float) -> None:
         if not cost >= 0:
             raise ValueError(f"cost must be a non-negative number, got {cost!r}")
         raise ValueError(f"cost {cost} exceeds the capacity {capacity}: it could never be admitted")
-
-
-async def with_search_slot(
-    search: Budget,
-    admit: Callable[[float | None], Awaitable[_T]],
-    priority: Priority,
-    timeout: float | None,
-    clock: Callable[[], float],
-) -> tuple[_T, Admission]:
-    """Take a slot of the search window, then ``admit(timeout left)`` the call itself; both or neither.
-
-    If the call is not admitted (refused, cancelled), its search slot is settled: nothing was sent, and it frees
-    one window from now.
-    """
-    started = clock()
-    slot = await search.acquire(0, priority=priority, timeout=timeout)
-    try:
-        return await admit(None if timeout is None else max(0.0, timeout - (clock() - started))), slot
-    except BaseException:
-        slot.settle()
-        raise

@@ -55,7 +55,8 @@ def _share(_: object, attribute: attrs.Attribute[Any], value: float) -> None:
 
 @attrs.frozen
 class Limits:
-    """The limits a budget enforces; its fields are :class:`RateBudget`'s keyword arguments of the same names.
+    """The limits a budget enforces; its fields are the budgets' keyword arguments of the same names
+    (``RateBudget(**attrs.asdict(limits))``).
 
     :param requests_per_window: requests allowed in any rolling ``window`` (80 per 2 s for OAuth on Lite).
     :param window: the window's length in seconds.

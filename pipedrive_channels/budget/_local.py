@@ -25,9 +25,10 @@ import attrs
 
 from ..errors import BudgetTimeoutError
 from ._contract import Admission, BudgetStats, Priority
-from ._gate import Gate, check_cost, check_timeout, with_search_slot
+from ._gate import Gate, check_cost, check_timeout
 from ._limits import DAY, Limits, Plan
 from ._rate_headers import MAX_SERVER_WAIT, RateHeaders
+from ._search import with_search_slot
 
 __all__ = ["RateBudget", "Reservation", "TokenBucket"]
 
@@ -217,8 +218,6 @@ class RateBudget:
         search_requests_per_window: int | None = 10,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        if not 0 <= bulk_share < 1:
-            raise ValueError(f"bulk_share must be in [0, 1), got {bulk_share!r}")
         self.limits = limits = Limits(
             requests_per_window, window, tokens_per_day, daily_share, daily_burst, search_requests_per_window
         )

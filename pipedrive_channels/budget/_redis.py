@@ -38,10 +38,11 @@ import attrs
 from ..errors import PipedriveError
 from . import _redis_scripts as scripts
 from ._contract import Admission, BudgetStats, Priority
-from ._gate import Gate, check_cost, check_timeout, refusal, with_search_slot
+from ._gate import Gate, check_cost, check_timeout, refusal
 from ._limits import DAY, Limits, Plan
 from ._local import RateBudget
 from ._rate_headers import MAX_SERVER_WAIT, RateHeaders
+from ._search import SearchAdmission, with_search_slot
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -88,24 +89,6 @@ class RedisReservation:
         """Nothing was sent after all; a shared slot is not given back (another process may count on the window
         being full), so this settles it."""
         self.settle()
-
-
-class _SearchAdmission:
-    """A search request's admission: its slot in the shared window and in the search window, settled together."""
-
-    __slots__ = ("_main", "_search")
-
-    def __init__(self, main: Admission, search: Admission) -> None:
-        self._main = main
-        self._search = search
-
-    def settle(self, headers: Mapping[str, str] | None = None) -> None:
-        self._main.settle(headers)
-        self._search.settle()
-
-    def refund(self) -> None:
-        self._main.refund()
-        self._search.refund()
 
 
 _RedisErrors: tuple[type[BaseException], ...] = (OSError,)
@@ -265,7 +248,7 @@ class RedisBudget:
         if search and self.search is not None:
             admit = functools.partial(self._admit, cost, lane)
             main, slot = await with_search_slot(self.search, admit, lane, timeout, asyncio.get_running_loop().time)
-            return _SearchAdmission(main, slot)
+            return SearchAdmission(main, slot)
         return await self._admit(cost, lane, timeout)
 
     async def try_acquire(self, cost: float) -> Admission | None:

@@ -5,10 +5,14 @@ One contract (:class:`Budget`, :class:`Admission`; the model is stated in ``_con
 extra: ``pip install 'pipedrive-channels[redis]'``). :class:`Limits` holds the numbers and the plan table.
 """
 
+from typing import TYPE_CHECKING, Any
+
 from ._contract import Admission, Budget, BudgetStats, Priority
 from ._limits import DAY, Limits, Plan
 from ._local import RateBudget, Reservation, TokenBucket
-from ._redis import BudgetUnavailableError, RedisBudget, RedisReservation
+
+if TYPE_CHECKING:
+    from ._redis import BudgetUnavailableError, RedisBudget, RedisReservation
 
 __all__ = [
     "DAY",
@@ -25,3 +29,14 @@ __all__ = [
     "Reservation",
     "TokenBucket",
 ]
+
+_REDIS_NAMES = frozenset({"BudgetUnavailableError", "RedisBudget", "RedisReservation"})
+
+
+def __getattr__(name: str) -> Any:
+    # The Redis budget loads the redis library (the extra): only for whoever asks for one of its names.
+    if name in _REDIS_NAMES:
+        from . import _redis
+
+        return getattr(_redis, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

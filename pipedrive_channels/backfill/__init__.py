@@ -39,10 +39,10 @@ from typing import Any, BinaryIO
 
 import attrs
 
-from .budget import Budget, Priority
-from .client import ChannelsClient
-from .costs import operation_cost
-from .errors import (
+from ..budget import Budget, Priority
+from ..client import ChannelsClient
+from ..costs import operation_cost
+from ..errors import (
     ApiError,
     BudgetExhaustedError,
     BudgetTimeoutError,
@@ -51,7 +51,7 @@ from .errors import (
     TransportError,
     ValidationError,
 )
-from .models import Message, converter
+from ..models import Message, converter
 
 if sys.platform == "win32":
     import msvcrt

@@ -9,7 +9,6 @@ Every ID is the provider's own, as Pipedrive's Channels API expects.
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import re
 import time
@@ -21,6 +20,7 @@ from urllib.parse import quote
 
 import aiohttp
 
+from ._wire import dumps as _dumps
 from .auth import ApiToken, Authorizer, OAuthApp, OAuthToken, TokenStore
 from .budget import Admission, Budget, Plan, Priority, RateBudget
 from .costs import DEFAULT_COST, Operation, find_operation, operation_cost
@@ -80,13 +80,6 @@ def _segment(field: str, value: str) -> str:
     if value in (".", ".."):
         raise ValidationError(field, "must not be '.' or '..' (URL normalisation would change the path)")
     return quote(value, safe="")
-
-
-_encode = json.JSONEncoder(separators=(",", ":")).encode  # built once: json.dumps(separators=) builds one per call
-
-
-def _dumps(value: Any) -> bytes:
-    return _encode(value).encode()
 
 
 def _decode(cls: type[_T], response: Response) -> _T:

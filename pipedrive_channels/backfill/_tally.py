@@ -1,0 +1,103 @@
+"""What a back-fill counts, and the two views of it: :class:`Progress` after each record, the report at the end."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import attrs
+
+from ..budget import BudgetStats, RateBudget
+
+__all__ = ["BackfillReport", "Failure", "Progress"]
+
+
+@attrs.frozen
+class Failure:
+    """A record that was not delivered: the message ``id`` (or the input line) and the reason."""
+
+    message_id: str | None
+    line: int | None
+    reason: str
+
+
+@attrs.frozen
+class Progress:
+    """Where a back-fill is, passed to ``on_progress`` after each record."""
+
+    delivered: int
+    skipped: int
+    failed: int
+    tokens_charged: float
+    requests_sent: int
+    elapsed: float
+    waiting: int
+    """Calls waiting for the budget right now."""
+
+
+@attrs.frozen
+class BackfillReport:
+    """What a back-fill did; ``stopped`` means it ended early and a re-run with its checkpoint resumes it."""
+
+    delivered: int
+    skipped: int
+    failed: int
+    failures: tuple[Failure, ...]
+    """The first failures (up to ``failures_kept``), in the order they happened."""
+    tokens_charged: float
+    requests_sent: int
+    """Requests admitted by the budget during the run, retries included."""
+    elapsed: float
+    stopped: bool
+
+    @property
+    def rate(self) -> float:
+        """Delivered messages per second."""
+        return self.delivered / self.elapsed if self.elapsed > 0 else 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        """The report as a JSON-ready dict (what the CLI prints with ``--json``)."""
+        return {**attrs.asdict(self), "rate": self.rate}
+
+
+class _Tally:
+    """One run's counts, and what the budget charged since it started (the budget may be shared)."""
+
+    def __init__(self, budget: RateBudget, failures_kept: int) -> None:
+        self.budget = budget
+        self.failures_kept = failures_kept
+        self.started = time.monotonic()
+        self.budget_at_start: BudgetStats = budget.stats()
+        self.delivered = self.skipped = self.failed = 0
+        self.failures: list[Failure] = []
+        self.stopped = False
+
+    def fail(self, message_id: str | None, line: int | None, reason: str) -> None:
+        self.failed += 1
+        if len(self.failures) < self.failures_kept:
+            self.failures.append(Failure(message_id, line, reason))
+
+    def progress(self) -> Progress:
+        budget = self.budget.stats()
+        return Progress(
+            self.delivered,
+            self.skipped,
+            self.failed,
+            budget.tokens_charged - self.budget_at_start.tokens_charged,
+            budget.requests_admitted - self.budget_at_start.requests_admitted,
+            time.monotonic() - self.started,
+            budget.queue_length,
+        )
+
+    def report(self) -> BackfillReport:
+        now = self.progress()
+        return BackfillReport(
+            delivered=now.delivered,
+            skipped=now.skipped,
+            failed=now.failed,
+            failures=tuple(self.failures),
+            tokens_charged=now.tokens_charged,
+            requests_sent=now.requests_sent,
+            elapsed=now.elapsed,
+            stopped=self.stopped,
+        )

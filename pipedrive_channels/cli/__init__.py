@@ -49,8 +49,8 @@ from urllib.parse import parse_qs, urlsplit
 
 import attrs
 
-from .auth import ApiToken, JsonFileTokenStore, OAuthApp, OAuthToken
-from .backfill import (
+from ..auth import ApiToken, JsonFileTokenStore, OAuthApp, OAuthToken
+from ..backfill import (
     MAX_CONCURRENCY,
     BackfillReport,
     BadInput,
@@ -62,10 +62,10 @@ from .backfill import (
     read_jsonl,
     shard_of,
 )
-from .budget import Plan, RateBudget
-from .client import ChannelsClient
-from .errors import PipedriveError, ValidationError
-from .models import Message, ProviderType, converter
+from ..budget import Plan, RateBudget
+from ..client import ChannelsClient
+from ..errors import PipedriveError, ValidationError
+from ..models import Message, ProviderType, converter
 
 __all__ = ["EXIT_FAILED", "EXIT_OK", "EXIT_STOPPED", "EXIT_USAGE", "PROG", "UsageError", "count_lines", "main", "run"]
 
@@ -748,7 +748,7 @@ def _cmd_auth_login(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from .demo import run_demo
+    from ..demo import run_demo
 
     display = _Display(args.messages, quiet=False)
     asyncio.run(run_demo(messages=args.messages, on_progress=display.on_progress, display=display))
@@ -761,7 +761,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 def _cmd_manifest(args: argparse.Namespace) -> int:
     import importlib
 
-    from .extension import ChannelProvider, manifest
+    from ..extension import ChannelProvider, manifest
 
     module_name, colon, class_name = args.provider.partition(":")
     if not colon or not module_name or not class_name:

@@ -16,6 +16,7 @@ from contextlib import AbstractAsyncContextManager
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+from ._wire import RECEIVE_MESSAGE
 from .auth import OAuthApp
 from .backfill import BackfillReport, Progress, backfill
 from .budget import Plan, RateBudget
@@ -78,8 +79,9 @@ async def run_demo(
         token = await app.exchange_code(fake.issue_code(redirect_uri=redirect))
         print(f"  OAuth: authorization code exchanged; the token expires {token.expires_at:%H:%M:%S} UTC")
         budget = RateBudget.for_plan(Plan.LITE, seats=1)
+        seconds = budget.time_for(messages + len(CHANNELS), RECEIVE_MESSAGE.cost * messages)
         print(f"  budget: Lite plan, {budget.requests_per_window} requests per 2 s, 30,000 tokens a day; "
-              f"this job needs about {budget.time_for(messages + len(CHANNELS), 10 * messages):.0f} s")
+              f"this job needs about {seconds:.0f} s")
         with tempfile.TemporaryDirectory() as folder:
             async with ChannelsClient(token, app=app, base_url=fake.base_url, budget=budget) as client, \
                     display or contextlib.nullcontext():

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import resource
+import sqlite3
 from collections.abc import AsyncIterator
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import pytest
+from aioresponses import aioresponses
 from factories import history
+from yarl import URL
 
 from pipedrive_channels import (
     ChannelsClient,
@@ -29,6 +33,7 @@ from pipedrive_channels.backfill import (
     read_jsonl,
     shard_of,
 )
+from pipedrive_channels.models import converter
 from pipedrive_channels.testing import FakePipedrive
 
 
@@ -264,3 +269,32 @@ async def test_a_failed_record_fails_the_later_records_of_its_message(fake: Fake
     sent = [r.json["status"] for r in fake.requests if r.path.endswith("/receive")]
     assert sent == ["sent", "sent", "delivered", "read"]  # never "read" before "sent"
     assert fake.messages[("ch", "c-0")]["m-0"]["status"] == "read"
+
+
+async def test_the_journal_keys_a_record_by_the_bytes_the_client_sends(tmp_path: Path) -> None:
+    """A key computed from another encoding than the client's would skip nothing (or the wrong record) on resume."""
+    base = "http://127.0.0.1:9/v1"
+    journal = tmp_path / "journal.sqlite"
+    records = list(history(2))
+    with aioresponses() as mocked:
+        for record in records:
+            mocked.post(f"{base}/channels/messages/receive",
+                        payload={"success": True, "data": converter.unstructure(record)})
+        async with ChannelsClient("token", base_url=base, budget=RateBudget.unlimited()) as client:
+            report = await backfill(client, records, concurrency=1, checkpoint=journal)
+        sent = [call.kwargs["data"] for call in mocked.requests[("POST", URL(f"{base}/channels/messages/receive"))]]
+    assert report.delivered == len(records) == len(sent)
+    with sqlite3.connect(journal) as db:
+        keys = {key for (key,) in db.execute("SELECT key FROM records")}
+    db.close()
+    assert keys == {hashlib.blake2b(body, digest_size=16).digest() for body in sent}
+
+
+async def test_the_estimate_is_what_the_run_is_charged(fake: FakePipedrive) -> None:
+    budget = RateBudget.unlimited()
+    async with client_for(fake, budget) as client:
+        await client.add_channel(name="n", provider_channel_id="ch")
+        before = budget.stats().tokens_charged
+        report = await backfill(client, history(4), concurrency=2)
+    assert report.delivered == 12
+    assert estimate(history(4), budget).tokens == budget.stats().tokens_charged - before

@@ -246,17 +246,14 @@ async def _run_with_signals(
 
 
 def _aborted(args: argparse.Namespace, display: Display) -> int:
-    progress = display.last
+    last = display.last
     if args.json:
-        print(json.dumps({
-            "delivered": progress.delivered, "skipped": progress.skipped, "failed": progress.failed, "failures": [],
-            "tokens_charged": progress.tokens_charged, "requests_sent": progress.requests_sent,
-            "elapsed": progress.elapsed, "stopped": True, "aborted": True,
-            "rate": progress.delivered / progress.elapsed if progress.elapsed > 0 else 0.0,
-        }))
+        report = BackfillReport(last.delivered, last.skipped, last.failed, (), last.tokens_charged,
+                                last.requests_sent, last.elapsed, stopped=True)
+        print(json.dumps({**report.to_json(), "aborted": True}))
     else:
         print(
-            f"aborted: {progress.delivered:,} delivered, {progress.skipped:,} skipped, {progress.failed:,} failed "
+            f"aborted: {last.delivered:,} delivered, {last.skipped:,} skipped, {last.failed:,} failed "
             f"before the abort; re-run with --checkpoint {args.checkpoint} to resume"
         )
     return EXIT_STOPPED

@@ -80,7 +80,8 @@ async def run_demo(
         print(f"  OAuth: authorization code exchanged; the token expires {token.expires_at:%H:%M:%S} UTC")
         budget = RateBudget.for_plan(Plan.LITE, seats=1)
         seconds = budget.time_for(messages + len(CHANNELS), RECEIVE_MESSAGE.cost * messages)
-        print(f"  budget: Lite plan, {budget.requests_per_window} requests per 2 s, 30,000 tokens a day; "
+        print(f"  budget: Lite plan, {budget.requests_per_window} requests per {budget.window:g} s, "
+              f"{budget.limits.daily_tokens or 0:,.0f} tokens a day; "
               f"this job needs about {seconds:.0f} s")
         with tempfile.TemporaryDirectory() as folder:
             async with ChannelsClient(token, app=app, base_url=fake.base_url, budget=budget) as client, \

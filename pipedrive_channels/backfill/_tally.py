@@ -7,7 +7,7 @@ from typing import Any
 
 import attrs
 
-from ..budget import BudgetStats, RateBudget
+from ..budget import Budget, BudgetStats
 
 __all__ = ["BackfillReport", "Failure", "Progress"]
 
@@ -63,7 +63,7 @@ class BackfillReport:
 class _Tally:
     """One run's counts, and what the budget charged since it started (the budget may be shared)."""
 
-    def __init__(self, budget: RateBudget, failures_kept: int) -> None:
+    def __init__(self, budget: Budget, failures_kept: int) -> None:
         self.budget = budget
         self.failures_kept = failures_kept
         self.started = time.monotonic()

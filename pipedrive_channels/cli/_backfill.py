@@ -138,7 +138,7 @@ def _dry_run(args: argparse.Namespace) -> int:
     if args.plan == "unlimited":
         pace = "no rate limit (--plan unlimited)"
     else:
-        per_day = 30_000 * _PLANS[args.plan].value * args.seats * args.daily_share
+        per_day = budget.limits.daily_tokens or 0.0  # a plan always has a daily budget
         seats = f"{args.seats} seat{'s' if args.seats != 1 else ''}"
         pace = (
             f"about {duration(result.seconds)} at {args.plan.capitalize()}, {seats} ({budget.requests_per_window}"

@@ -2,7 +2,7 @@
 
 A call flows one way: the method validates its input (raising :class:`~pipedrive_channels.errors.ValidationError`
 before anything is sent) and builds the body or the percent-encoded path; the budget admits and charges the
-attempt; the session sends it; the answer settles the budget (with its rate headers) and becomes a model.
+attempt; the transport sends it; the answer settles the budget (with its rate headers) and becomes a model.
 Every ID is the provider's own, as Pipedrive's Channels API expects.
 """
 
@@ -20,6 +20,7 @@ from urllib.parse import quote
 
 import aiohttp
 
+from ._transport import DEFAULT_MAX_ANSWER_BYTES, Response, Transport
 from ._wire import dumps as _dumps
 from .auth import ApiToken, Authorizer, OAuthApp, OAuthToken, TokenStore
 from .budget import Admission, Budget, Plan, Priority, RateBudget
@@ -27,7 +28,6 @@ from .costs import DEFAULT_COST, Operation, find_operation, operation_cost
 from .errors import ApiError, PipedriveError, TransportError, ValidationError
 from .models import ApiResponse, Channel, Message, NewChannel, ProviderType, converter, require_identifier
 from .retry import Repeat, RetryPolicy
-from .session import DEFAULT_MAX_ANSWER_BYTES, Response, Session
 
 __all__ = ["ChannelsClient"]
 
@@ -134,7 +134,7 @@ class ChannelsClient:
     ) -> None:
         # Without a base_url, requests follow the token's api_domain, which must then be a Pipedrive host.
         authorizer = Authorizer(token, app, token_store, follow_api_domain=base_url is None)
-        self._session = Session(
+        self._transport = Transport(
             authorizer, base_url=base_url, session=session, timeout=timeout, max_answer_bytes=max_answer_bytes
         )
         if budget is None:
@@ -144,17 +144,17 @@ class ChannelsClient:
         self._retry = RetryPolicy() if retry is None else retry
 
     def __repr__(self) -> str:
-        return f"ChannelsClient(base_url={self._session.base_url!r})"
+        return f"ChannelsClient(base_url={self._transport.base_url!r})"
 
     @property
     def base_url(self) -> str:
         """The API root requests go to now."""
-        return self._session.base_url
+        return self._transport.base_url
 
     @property
     def token(self) -> OAuthToken | ApiToken:
         """The credentials in use now (the refreshed token after a refresh)."""
-        return self._session.authorizer.token
+        return self._transport.authorizer.token
 
     @property
     def budget(self) -> Budget:
@@ -163,11 +163,11 @@ class ChannelsClient:
 
     async def open(self) -> None:
         """Open the HTTP session (``async with`` does this)."""
-        await self._session.open()
+        await self._transport.open()
 
     async def aclose(self) -> None:
         """Close the HTTP session (``async with`` does this); a closed client cannot be reopened."""
-        await self._session.close()
+        await self._transport.close()
 
     async def __aenter__(self) -> ChannelsClient:
         await self.open()
@@ -389,7 +389,7 @@ class ChannelsClient:
 
         A charge is refunded when nothing was sent: the proactive refresh failed, or the connection was refused.
         """
-        session, budget = self._session, self._budget
+        transport, budget = self._transport, self._budget
         refreshed = False
         while True:
             # Every request is charged before it is sent: the server counts every request it receives.
@@ -404,19 +404,20 @@ class ChannelsClient:
                 if searching is not None:
                     searching.settle()  # nothing is sent: its search slot frees one window from now
                 raise
+            if transport.refresh_due():
+                try:
+                    # Here, not in the request: a failed refresh then sends nothing, costs nothing, and is not taken
+                    # for the API's 401 below (which would ask the token endpoint a second time).
+                    await transport.refresh(transport.generation)
+                except BaseException:
+                    _refund(reservation, searching)
+                    raise
+            generation = transport.generation
             try:
-                # Here, not in the request: a failed refresh then sends nothing, costs nothing, and is not taken
-                # for the API's 401 below (which would ask the token endpoint a second time).
-                await session.refresh_if_due()
-            except BaseException:
-                _refund(reservation, searching)
-                raise
-            generation = session.generation
-            try:
-                response = await session.request(method, path, body, version=version, params=params)
+                response = await transport.request(method, path, body, version=version, params=params)
             except ApiError as error:
                 _settle(reservation, searching, error.headers)
-                if error.status != 401 or refreshed or not session.can_refresh:
+                if error.status != 401 or refreshed or not transport.can_refresh:
                     raise
             except BaseException as error:
                 if isinstance(error, TransportError) and not error.request_sent:
@@ -428,7 +429,7 @@ class ChannelsClient:
                 _settle(reservation, searching, response.headers)
                 return response
             refreshed = True
-            await session.refresh(generation)
+            await transport.refresh(generation)
 
 
 _Field = TypeVar("_Field", list[Any], dict[str, Any], str)

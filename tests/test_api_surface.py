@@ -14,7 +14,7 @@ from pipedrive_channels import OAuthToken, ValidationError
 
 MODULES = ["pipedrive_channels", "pipedrive_channels.auth", "pipedrive_channels.backfill", "pipedrive_channels.budget",
            "pipedrive_channels.client", "pipedrive_channels.costs", "pipedrive_channels.errors",
-           "pipedrive_channels.models", "pipedrive_channels.session", "pipedrive_channels.testing"]
+           "pipedrive_channels.models", "pipedrive_channels.testing"]
 
 
 def test_the_documented_names_import_from_the_package() -> None:

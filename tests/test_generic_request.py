@@ -59,10 +59,10 @@ def test_path_fills_and_percent_encodes_placeholders() -> None:
 
 
 def test_the_v2_base_url_sits_beside_the_v1_one() -> None:
-    assert ChannelsClient("t")._session.base_url_v2 == "https://api.pipedrive.com/api/v2"
+    assert ChannelsClient("t")._transport.base_url_v2 == "https://api.pipedrive.com/api/v2"
     token = OAuthToken("t", api_domain="https://acme.pipedrive.com")
-    assert ChannelsClient(token)._session.base_url_v2 == "https://acme.pipedrive.com/api/v2"
-    assert ChannelsClient("t", base_url="http://127.0.0.1:9/v1")._session.base_url_v2 == "http://127.0.0.1:9/api/v2"
+    assert ChannelsClient(token)._transport.base_url_v2 == "https://acme.pipedrive.com/api/v2"
+    assert ChannelsClient("t", base_url="http://127.0.0.1:9/v1")._transport.base_url_v2 == "http://127.0.0.1:9/api/v2"
 
 
 async def test_bad_requests_are_refused_before_sending() -> None:

@@ -3,12 +3,13 @@
 This is the innermost layer of a call. It sends exactly what it is given to ``base_url + path``, refreshes
 the OAuth token when it is about to expire, and turns anything but a successful JSON envelope into a typed
 :class:`~pipedrive_channels.errors.ApiError`. It knows nothing of endpoints, budgets or retries: the caller
-decides whether a 401 is worth a :meth:`Session.refresh` and a second attempt.
+decides whether a 401 is worth a :meth:`Transport.refresh` and a second attempt.
 """
 
 from __future__ import annotations
 
 import asyncio
+import enum
 import functools
 import json
 import logging
@@ -22,7 +23,7 @@ from yarl import URL
 from .auth import Authorizer, require_api_domain, require_secure_url
 from .errors import ApiError, TransportError, ValidationError, error_class, error_from_response
 
-__all__ = ["DEFAULT_BASE_URL", "DEFAULT_MAX_ANSWER_BYTES", "Response", "Session"]
+__all__ = ["DEFAULT_BASE_URL", "DEFAULT_MAX_ANSWER_BYTES", "Response", "Transport"]
 
 DEFAULT_BASE_URL = "https://api.pipedrive.com/v1"
 """Where requests go when neither ``base_url`` nor the token's ``api_domain`` says otherwise."""
@@ -66,14 +67,23 @@ class Response(NamedTuple):
     headers: CIMultiDictProxy[str]
 
 
-class Session:
+class _State(enum.Enum):
+    """Where a transport is in its life: it sends only while ``OPEN``, and a closed one never reopens."""
+
+    NEW = "new"
+    OPEN = "open"
+    CLOSED = "closed"
+
+
+class Transport:
     """Sends authenticated requests to Pipedrive and maps the answers.
 
     :param authorizer: the credentials and their refresh.
     :param base_url: e.g. ``http://127.0.0.1:8080/v1``; if ``None``, ``{api_domain}/api/v1`` of the current
         token (a Pipedrive host only, see :func:`~pipedrive_channels.auth.require_api_domain`), else
         :data:`DEFAULT_BASE_URL`. Plain HTTP is refused unless the host is loopback.
-    :param session: an aiohttp session to use (not closed by :meth:`close`); else one is created on open.
+    :param session: an aiohttp session to use (not closed by :meth:`close`), which can send before :meth:`open`;
+        else one is created on open.
     :param timeout: seconds for one request, connection included.
     :param max_answer_bytes: the largest answer read, counted after decompression; a larger one is an
         :class:`~pipedrive_channels.errors.ApiError` and its connection is closed.
@@ -96,7 +106,7 @@ class Session:
         self._http = session
         self._owns_http = session is None
         self._timeout = aiohttp.ClientTimeout(total=timeout)
-        self._closed = False
+        self._state = _State.NEW if session is None else _State.OPEN
         self._adopt_credentials()
 
     @property
@@ -113,23 +123,23 @@ class Session:
 
     @property
     def authorizer(self) -> Authorizer:
-        """The credentials this session sends."""
+        """The credentials this transport sends."""
         return self._auth
 
     async def open(self) -> None:
         """Create the aiohttp session if none was given, and adopt a newer stored token."""
-        if self._closed:
+        if self._state is _State.CLOSED:
             raise RuntimeError(_CLOSED)
         await self._auth.load_stored()
-        if self._http is None:
+        if self._state is _State.NEW:
             self._http = aiohttp.ClientSession(timeout=self._timeout)
+            self._state = _State.OPEN
 
     async def close(self) -> None:
-        """Close the aiohttp session if this object created it."""
-        self._closed = True
-        if self._owns_http and self._http is not None:
-            await self._http.close()
-        self._http = None
+        """Close the aiohttp session if this object created it; a closed transport cannot be reopened."""
+        http, self._http, self._state = self._http, None, _State.CLOSED
+        if self._owns_http and http is not None:
+            await http.close()
 
     @property
     def generation(self) -> int:
@@ -144,6 +154,10 @@ class Session:
     async def refresh(self, generation: int) -> None:
         """Refresh the token unless that already happened since ``generation`` (single-flight)."""
         await self._auth.refresh(generation, self._http)
+
+    def refresh_due(self) -> bool:
+        """Whether the token expires within the refresh margin (cheap, and no coroutine: checked before every send)."""
+        return self._auth.refresh_due()
 
     async def refresh_if_due(self) -> None:
         """Refresh the token now if it expires within the margin; nothing is sent to the API."""
@@ -169,10 +183,12 @@ class Session:
             ``success: false``, an answer that is not JSON, or one larger than ``max_answer_bytes``.
         :raises TransportError: no HTTP answer (connection error, dropped connection, timeout).
         """
+        if self._state is not _State.OPEN:
+            raise RuntimeError(_CLOSED if self._state is _State.CLOSED else _NOT_OPEN)
         http = self._http
-        if http is None:
-            raise RuntimeError(_CLOSED if self._closed else _NOT_OPEN)
-        await self.refresh_if_due()
+        assert http is not None  # an open transport always has its aiohttp session
+        if self._auth.refresh_due():  # as refresh_if_due(), without a coroutine per request when it is not due
+            await self.refresh(self._auth.generation)
         self._follow_authorizer()
         failure: TransportError | None = None
         try:
@@ -222,7 +238,7 @@ class Session:
 
     def _follow_authorizer(self) -> None:
         # The authorizer's refresh adopts the new token itself, even when every caller that waited for it was
-        # cancelled; the session catches up here, cheaply, before it uses the credentials.
+        # cancelled; the transport catches up here, cheaply, before it uses the credentials.
         if self._adopted != self._auth.generation:
             self._adopt_credentials()
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import sys
 from datetime import datetime
 from pathlib import Path
 
@@ -37,6 +38,19 @@ def test_every_public_name_and_method_has_a_docstring(module_name: str) -> None:
             for attribute, member in vars(value).items():
                 if not attribute.startswith("_") and (inspect.isfunction(member) or isinstance(member, property)):
                     assert inspect.getdoc(member), f"{module_name}.{name}.{attribute}"
+
+
+def test_the_old_session_module_still_imports_and_says_it_is_deprecated() -> None:
+    from pipedrive_channels import _transport
+
+    sys.modules.pop("pipedrive_channels.session", None)  # the warning is given on import, once per process
+    with pytest.warns(DeprecationWarning, match="pipedrive_channels.session is deprecated"):
+        session = importlib.import_module("pipedrive_channels.session")
+    assert session.Session is _transport.Transport
+    assert session.Response is _transport.Response
+    assert (session.DEFAULT_BASE_URL, session.DEFAULT_MAX_ANSWER_BYTES) == (
+        _transport.DEFAULT_BASE_URL, _transport.DEFAULT_MAX_ANSWER_BYTES
+    )
 
 
 def test_the_package_ships_its_typing_marker() -> None:

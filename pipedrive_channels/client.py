@@ -1,18 +1,17 @@
 """``ChannelsClient``: the four Channels endpoints as typed async methods.
 
 A call flows one way: the method validates its input (raising :class:`~pipedrive_channels.errors.ValidationError`
-before anything is sent) and builds the body or the percent-encoded path; the budget admits and charges the
-attempt; the transport sends it; the answer settles the budget (with its rate headers) and becomes a model.
+before anything is sent) and builds the body or the percent-encoded path, priced from the cost table into one
+call record that every attempt reads; the budget admits and charges each attempt; the transport sends it; the
+answer settles the budget (with its rate headers) and becomes a model.
 Every ID is the provider's own, as Pipedrive's Channels API expects.
 """
 
 from __future__ import annotations
 
 import functools
-import logging
 import re
 import time
-import warnings
 from collections.abc import AsyncIterator, Mapping
 from types import TracebackType
 from typing import Any, TypeVar
@@ -20,11 +19,12 @@ from urllib.parse import quote
 
 import aiohttp
 
+from ._call import REPEAT, Call, prepare
 from ._transport import DEFAULT_MAX_ANSWER_BYTES, Response, Transport
 from ._wire import dumps as _dumps
 from .auth import ApiToken, Authorizer, OAuthApp, OAuthToken, TokenStore
 from .budget import Admission, Budget, Plan, Priority, RateBudget
-from .costs import DEFAULT_COST, Operation, find_operation, operation_cost
+from .costs import DEFAULT_COST
 from .errors import ApiError, PipedriveError, TransportError, ValidationError
 from .models import ApiResponse, Channel, Message, NewChannel, ProviderType, converter, require_identifier
 from .retry import Repeat, RetryPolicy
@@ -33,34 +33,7 @@ __all__ = ["ChannelsClient"]
 
 _T = TypeVar("_T")
 
-# Documented costs (the spec's x-token-cost, from the shipped table): charged before every attempt.
-_ADD_CHANNEL_COST = operation_cost("POST", "/channels")
-_RECEIVE_MESSAGE_COST = operation_cost("POST", "/channels/messages/receive")
-_DELETE_CHANNEL_COST = operation_cost("DELETE", "/channels/{id}")
-_DELETE_CONVERSATION_COST = operation_cost("DELETE", "/channels/{channel-id}/conversations/{conversation-id}")
-
-
-_REPEAT = {"GET": Repeat.IDEMPOTENT, "PUT": Repeat.IDEMPOTENT, "DELETE": Repeat.DELETE,
-           "POST": Repeat.UNSAFE, "PATCH": Repeat.UNSAFE}
 _PLACEHOLDER = re.compile(r"\{([^{}]+)\}")
-_log = logging.getLogger("pipedrive_channels")
-_warned: set[tuple[str, str]] = set()  # deprecated operations and unknown paths already warned about
-
-
-def _warn_deprecated(version: str, operation: str) -> None:
-    if (version, operation) not in _warned:
-        _warned.add((version, operation))
-        message = f"{operation} ({version}) is deprecated by Pipedrive and may stop answering (404 or 410)"
-        warnings.warn(message, DeprecationWarning, stacklevel=3)
-
-
-def _unknown_cost(version: str, method: str, path: str) -> int:
-    shape = "/".join("{}" if any(char.isdigit() for char in part) else part for part in path.split("/"))
-    if (version, f"{method} {shape}") not in _warned:
-        _warned.add((version, f"{method} {shape}"))
-        _log.warning("%s %s (%s) is not in the cost table: charging %d tokens", method, path, version,
-                     DEFAULT_COST[version])
-    return DEFAULT_COST[version]
 
 
 def _query(params: Mapping[str, Any] | None) -> dict[str, str] | None:
@@ -189,7 +162,7 @@ class ChannelsClient:
         priority: Priority = Priority.INTERACTIVE,
         timeout: float | None = None,
     ) -> Channel:
-        """Register a messaging channel (``POST /channels``, cost 10). Only company admins may.
+        """Register a messaging channel (``POST /channels``, at its documented cost). Only company admins may.
 
         Pipedrive then calls the app's ``getConversations`` endpoint for the channel's history.
         ``priority`` and ``timeout`` (the most seconds to wait for the budget) work as in every method.
@@ -201,25 +174,22 @@ class ChannelsClient:
             template_support=template_support,
             provider_type=provider_type,
         )
-        _warn_deprecated("v1", "POST /channels")
         body = _dumps(converter.unstructure(new))
-        response = await self._call("POST", "/channels", body, _ADD_CHANNEL_COST, priority, timeout, Repeat.UNSAFE)
-        return _decode(Channel, response)
+        return _decode(Channel, await self._call(prepare("POST", "/channels", body, priority, timeout)))
 
     async def receive_message(
         self, message: Message, *, priority: Priority = Priority.INTERACTIVE, timeout: float | None = None
     ) -> Message:
-        """Deliver a message to its conversation (``POST /channels/messages/receive``, cost 10).
+        """Deliver a message to its conversation (``POST /channels/messages/receive``, at its documented cost).
 
         Sending the same ``id`` again updates the message, which is how status changes are delivered.
         Returns the message as Pipedrive echoes it.
         """
         if not isinstance(message, Message):
             raise ValidationError("message", f"must be a Message, got {type(message).__name__}")
-        _warn_deprecated("v1", "POST /channels/messages/receive")
         body = _dumps(converter.unstructure(message))
-        path, cost = "/channels/messages/receive", _RECEIVE_MESSAGE_COST
-        return _decode(Message, await self._call("POST", path, body, cost, priority, timeout, Repeat.IDEMPOTENT))
+        call = prepare("POST", "/channels/messages/receive", body, priority, timeout, repeat=Repeat.IDEMPOTENT)
+        return _decode(Message, await self._call(call))
 
     async def delete_conversation(
         self,
@@ -229,21 +199,22 @@ class ChannelsClient:
         priority: Priority = Priority.INTERACTIVE,
         timeout: float | None = None,
     ) -> None:
-        """Delete a conversation and its messages (``DELETE /channels/{channel}/conversations/{id}``, cost 6)."""
-        _warn_deprecated("v1", "DELETE /channels/{channel-id}/conversations/{conversation-id}")
+        """Delete a conversation and its messages (``DELETE /channels/{channel}/conversations/{id}``, at its
+        documented cost)."""
         path = (
             f"/channels/{_segment('provider_channel_id', provider_channel_id)}"
             f"/conversations/{_segment('conversation_id', conversation_id)}"
         )
-        await self._call("DELETE", path, None, _DELETE_CONVERSATION_COST, priority, timeout, Repeat.DELETE)
+        template = "/channels/{channel-id}/conversations/{conversation-id}"
+        await self._call(prepare("DELETE", path, None, priority, timeout, template=template))
 
     async def delete_channel(
         self, provider_channel_id: str, *, priority: Priority = Priority.INTERACTIVE, timeout: float | None = None
     ) -> None:
-        """Delete a channel with all its conversations and messages (``DELETE /channels/{id}``, cost 6)."""
-        _warn_deprecated("v1", "DELETE /channels/{id}")
+        """Delete a channel with all its conversations and messages (``DELETE /channels/{id}``, at its documented
+        cost)."""
         path = f"/channels/{_segment('provider_channel_id', provider_channel_id)}"
-        await self._call("DELETE", path, None, _DELETE_CHANNEL_COST, priority, timeout, Repeat.DELETE)
+        await self._call(prepare("DELETE", path, None, priority, timeout, template="/channels/{id}"))
 
     @staticmethod
     def path(template: str, **values: object) -> str:
@@ -291,21 +262,15 @@ class ChannelsClient:
         Search operations also take a slot of their own burst window (10 per 2 s).
         """
         method = method.upper()
-        if method not in _REPEAT:
-            raise ValidationError("method", f"must be one of {', '.join(_REPEAT)}, got {method!r}")
+        if method not in REPEAT:
+            raise ValidationError("method", f"must be one of {', '.join(REPEAT)}, got {method!r}")
         if version not in DEFAULT_COST:
             raise ValidationError("version", f"must be 'v1' or 'v2', got {version!r}")
         if not isinstance(path, str) or not path.startswith("/") or "?" in path or "#" in path:
             raise ValidationError("path", f"must start with '/' and hold no query (use params=), got {path!r}")
-        operation: Operation | None = find_operation(version, method, path)
-        if operation is not None and operation.deprecated:
-            _warn_deprecated(version, f"{method} {operation.template}")
-        if cost is None:
-            cost = operation.cost if operation is not None else _unknown_cost(version, method, path)
         body = None if json is None else _dumps(json)
-        search = operation is not None and operation.search
-        response = await self._call(method, path, body, cost, priority, timeout, _REPEAT[method], version=version,
-                                    params=_query(params), search=search)
+        call = prepare(method, path, body, priority, timeout, version=version, params=_query(params), cost=cost)
+        response = await self._call(call)
         envelope = response.body if isinstance(response.body, dict) else {}
         return ApiResponse(response.status, envelope.get("data"), envelope.get("additional_data"), response.headers)
 
@@ -345,61 +310,33 @@ class ChannelsClient:
                 return
             query[key] = position
 
-    async def _call(
-        self,
-        method: str,
-        path: str,
-        body: bytes | None,
-        cost: int,
-        priority: Priority,
-        timeout: float | None,
-        repeat: Repeat,
-        *,
-        version: str = "v1",
-        params: Mapping[str, str] | None = None,
-        search: bool = False,
-    ) -> Response:
+    async def _call(self, call: Call) -> Response:
         """Send one call; after a failure worth it, hand over to the retry policy (never before)."""
-        started = time.monotonic()
-        deadline = None if timeout is None else started + timeout
-        # One attempt, bound once: the first try and every retry send exactly the same call.
-        attempt = functools.partial(
-            self._attempt, method, path, body, cost, priority, deadline, version, params, search
-        )
         try:
-            return await attempt()
+            return await self._attempt(call)
         except PipedriveError as error:
+            # Every retry reads the same record: it sends exactly what the first attempt sent.
+            attempt = functools.partial(self._attempt, call)
             return await self._retry.retry(
-                error, attempt, repeat=repeat, budget=self._budget, started=started, deadline=deadline
+                error, attempt, repeat=call.repeat, budget=self._budget, started=call.started, deadline=call.deadline
             )
 
-    async def _attempt(
-        self,
-        method: str,
-        path: str,
-        body: bytes | None,
-        cost: int,
-        priority: Priority,
-        deadline: float | None,
-        version: str,
-        params: Mapping[str, str] | None,
-        search: bool,
-    ) -> Response:
+    async def _attempt(self, call: Call) -> Response:
         """Charge, send and settle one attempt; after a 401, refresh the token once and send once more.
 
         A charge is refunded when nothing was sent: the proactive refresh failed, or the connection was refused.
         """
-        transport, budget = self._transport, self._budget
+        transport, budget, priority = self._transport, self._budget, call.priority
         refreshed = False
         while True:
             # Every request is charged before it is sent: the server counts every request it receives.
-            wait = None if deadline is None else max(0.0, deadline - time.monotonic())
+            wait = None if call.deadline is None else max(0.0, call.deadline - time.monotonic())
             # A search also takes a slot of the search operations' own window (10 per 2 s on every plan).
             searching = None
-            if search and budget.search is not None:
+            if call.search and budget.search is not None:
                 searching = await budget.search.acquire(0, priority=priority, timeout=wait)
             try:
-                reservation = await budget.acquire(cost, priority=priority, timeout=wait)
+                reservation = await budget.acquire(call.cost, priority=priority, timeout=wait)
             except BaseException:
                 if searching is not None:
                     searching.settle()  # nothing is sent: its search slot frees one window from now
@@ -414,7 +351,9 @@ class ChannelsClient:
                     raise
             generation = transport.generation
             try:
-                response = await transport.request(method, path, body, version=version, params=params)
+                response = await transport.request(
+                    call.method, call.path, call.body, version=call.version, params=call.params
+                )
             except ApiError as error:
                 _settle(reservation, searching, error.headers)
                 if error.status != 401 or refreshed or not transport.can_refresh:

@@ -7,8 +7,7 @@ import warnings
 
 import pytest
 
-from pipedrive_channels import ChannelsClient, OAuthToken, RateBudget, RetryPolicy, ValidationError
-from pipedrive_channels import client as client_module
+from pipedrive_channels import ChannelsClient, OAuthToken, RateBudget, RetryPolicy, ValidationError, _call
 from pipedrive_channels.costs import find_operation
 from pipedrive_channels.testing import FakePipedrive
 
@@ -137,7 +136,7 @@ async def test_searches_keep_to_their_own_burst_limit(fake: FakePipedrive) -> No
 
 
 async def test_deprecated_operations_warn_once(fake: FakePipedrive) -> None:
-    client_module._warned.clear()
+    _call._warned.clear()
     fake.add_collection("/deals/archived", [{"n": 1}])
     async with client_for(fake) as client:
         with pytest.warns(DeprecationWarning, match="GET /deals/archived"):

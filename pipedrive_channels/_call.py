@@ -26,7 +26,7 @@ REPEAT = {"GET": Repeat.IDEMPOTENT, "PUT": Repeat.IDEMPOTENT, "DELETE": Repeat.D
 """What sending a call of each method twice does, unless its endpoint knows better."""
 
 _log = logging.getLogger("pipedrive_channels")
-_warned: set[tuple[str, str]] = set()  # deprecated operations and unknown paths already warned about
+_warned: set[tuple[str, ...]] = set()  # deprecated operations and unknown paths already warned about
 
 
 class Call(NamedTuple):
@@ -69,23 +69,29 @@ def prepare(
     :param repeat: what sending it twice does; else as :data:`REPEAT` says for ``method``.
     """
     operation = find_operation(version, method, path if template is None else template)
-    if operation is not None and operation.deprecated:
-        _warn_deprecated(version, f"{method} {operation.template}")
-    if cost is None:
-        cost = operation.cost if operation is not None else _unknown_cost(version, method, path)
-    search = operation is not None and operation.search
+    if operation is None:
+        search = False
+        if cost is None:
+            cost = _unknown_cost(version, method, path)
+    else:
+        search = operation.search
+        if cost is None:
+            cost = operation.cost
+        # Checked inline, as every call of a deprecated operation passes here; warned once per process.
+        if operation.deprecated and (key := (version, method, operation.template)) not in _warned:
+            _warn_deprecated(key)
     started = time.monotonic()
     deadline = None if timeout is None else started + timeout
     repeat = REPEAT[method] if repeat is None else repeat
     return Call(method, path, body, cost, priority, version, params, search, repeat, started, deadline)
 
 
-def _warn_deprecated(version: str, operation: str) -> None:
-    if (version, operation) not in _warned:
-        _warned.add((version, operation))
-        message = f"{operation} ({version}) is deprecated by Pipedrive and may stop answering (404 or 410)"
-        # Level 4: past this function, prepare() and the client's method, at the line that called the method.
-        warnings.warn(message, DeprecationWarning, stacklevel=4)
+def _warn_deprecated(key: tuple[str, str, str]) -> None:
+    _warned.add(key)
+    version, method, template = key
+    message = f"{method} {template} ({version}) is deprecated by Pipedrive and may stop answering (404 or 410)"
+    # Level 4: past this function, prepare() and the client's method, at the line that called the method.
+    warnings.warn(message, DeprecationWarning, stacklevel=4)
 
 
 def _unknown_cost(version: str, method: str, path: str) -> int:

@@ -75,6 +75,9 @@ class _State(enum.Enum):
     CLOSED = "closed"
 
 
+_OPEN = _State.OPEN  # checked before every request: an enum member looked up on its class costs ~75 ns on 3.11
+
+
 class Transport:
     """Sends authenticated requests to Pipedrive and maps the answers.
 
@@ -183,7 +186,7 @@ class Transport:
             ``success: false``, an answer that is not JSON, or one larger than ``max_answer_bytes``.
         :raises TransportError: no HTTP answer (connection error, dropped connection, timeout).
         """
-        if self._state is not _State.OPEN:
+        if self._state is not _OPEN:
             raise RuntimeError(_CLOSED if self._state is _State.CLOSED else _NOT_OPEN)
         http = self._http
         assert http is not None  # an open transport always has its aiohttp session

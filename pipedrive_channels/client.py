@@ -23,7 +23,7 @@ from ._call import REPEAT, Call, prepare
 from ._transport import DEFAULT_MAX_ANSWER_BYTES, Response, Transport
 from ._wire import dumps as _dumps
 from .auth import ApiToken, Authorizer, OAuthApp, OAuthToken, TokenStore
-from .budget import Admission, Budget, Plan, Priority, RateBudget
+from .budget import Budget, Plan, Priority, RateBudget
 from .costs import DEFAULT_COST
 from .errors import ApiError, PipedriveError, TransportError, ValidationError
 from .models import ApiResponse, Channel, Message, NewChannel, ProviderType, converter, require_identifier
@@ -331,23 +331,15 @@ class ChannelsClient:
         while True:
             # Every request is charged before it is sent: the server counts every request it receives.
             wait = None if call.deadline is None else max(0.0, call.deadline - time.monotonic())
-            # A search also takes a slot of the search operations' own window (10 per 2 s on every plan).
-            searching = None
-            if call.search and budget.search is not None:
-                searching = await budget.search.acquire(0, priority=priority, timeout=wait)
-            try:
-                reservation = await budget.acquire(call.cost, priority=priority, timeout=wait)
-            except BaseException:
-                if searching is not None:
-                    searching.settle()  # nothing is sent: its search slot frees one window from now
-                raise
+            # A search takes its slot of the search operations' own window (10 per 2 s) in the same admission.
+            reservation = await budget.acquire(call.cost, priority=priority, timeout=wait, search=call.search)
             if transport.refresh_due():
                 try:
                     # Here, not in the request: a failed refresh then sends nothing, costs nothing, and is not taken
                     # for the API's 401 below (which would ask the token endpoint a second time).
                     await transport.refresh(transport.generation)
                 except BaseException:
-                    _refund(reservation, searching)
+                    reservation.refund()
                     raise
             generation = transport.generation
             try:
@@ -355,17 +347,17 @@ class ChannelsClient:
                     call.method, call.path, call.body, version=call.version, params=call.params
                 )
             except ApiError as error:
-                _settle(reservation, searching, error.headers)
+                reservation.settle(error.headers)
                 if error.status != 401 or refreshed or not transport.can_refresh:
                     raise
             except BaseException as error:
                 if isinstance(error, TransportError) and not error.request_sent:
-                    _refund(reservation, searching)  # it never left, so the server counted nothing
+                    reservation.refund()  # it never left, so the server counted nothing
                 else:
-                    _settle(reservation, searching, None)
+                    reservation.settle()
                 raise
             else:
-                _settle(reservation, searching, response.headers)
+                reservation.settle(response.headers)
                 return response
             refreshed = True
             await transport.refresh(generation)
@@ -413,15 +405,3 @@ def _next_cursor(page: ApiResponse, additional: dict[str, Any], sent: set[str]) 
         raise _page_error(page, f"additional_data.next_cursor {cursor!r} was sent before: paging would never end")
     sent.add(cursor)
     return cursor
-
-
-def _settle(reservation: Admission, searching: Admission | None, headers: Mapping[str, str] | None) -> None:
-    reservation.settle(headers)
-    if searching is not None:
-        searching.settle()
-
-
-def _refund(reservation: Admission, searching: Admission | None) -> None:
-    reservation.refund()
-    if searching is not None:
-        searching.refund()

@@ -91,8 +91,3 @@ class Budget(Protocol):
     def time_for(self, requests: int, tokens: float) -> float:
         """Seconds the budget needs to admit ``requests`` costing ``tokens`` in all, starting full."""
         ...
-
-    @property
-    def search(self) -> Budget | None:
-        """The search operations' own window, or None (for a client that takes the search slot itself)."""
-        ...

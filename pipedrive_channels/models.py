@@ -11,15 +11,27 @@ from __future__ import annotations
 
 import enum
 import math
-import re
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timezone
-from typing import Any, TypeVar
+from typing import Any
 
 import attrs
 import cattrs
 from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
 
+from ._validators import (
+    aware_datetime,
+    boolean,
+    fits_in_utc,
+    http_url,
+    identifier,
+    members,
+    message_text,
+    non_empty_string,
+    require_identifier,
+    to_member,
+    tuple_of,
+)
 from .errors import ValidationError
 
 __all__ = [
@@ -35,9 +47,6 @@ __all__ = [
     "parse_datetime",
     "require_identifier",
 ]
-
-_E = TypeVar("_E", bound=enum.Enum)
-_CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # C0, DEL and C1 (U+0085 is a line break too)
 
 
 class ProviderType(str, enum.Enum):
@@ -57,76 +66,16 @@ class MessageStatus(str, enum.Enum):
     FAILED = "failed"
 
 
-def _members(enum_cls: type[_E]) -> dict[Any, _E]:
-    # A dict lookup instead of enum_cls(value): this runs for every message sent and every answer parsed.
-    return {**{member.value: member for member in enum_cls}, **{member: member for member in enum_cls}}
-
-
-def _not_a_member(enum_cls: type[enum.Enum], field: str, value: Any) -> ValidationError:
-    allowed = ", ".join(repr(member.value) for member in enum_cls)
-    return ValidationError(field, f"must be one of {allowed}, got {value!r}")
-
-
-_STATUSES = _members(MessageStatus)
-_PROVIDER_TYPES = _members(ProviderType)
+_STATUSES = members(MessageStatus)
+_PROVIDER_TYPES = members(ProviderType)
 
 
 def _to_status(value: MessageStatus | str) -> MessageStatus:
-    member = _STATUSES.get(value) if isinstance(value, str) else None
-    if member is None:
-        raise _not_a_member(MessageStatus, "status", value)
-    return member
+    return to_member(_STATUSES, "status", value)
 
 
 def _to_provider_type(value: ProviderType | str) -> ProviderType:
-    member = _PROVIDER_TYPES.get(value) if isinstance(value, str) else None
-    if member is None:
-        raise _not_a_member(ProviderType, "provider_type", value)
-    return member
-
-
-def _text(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
-    if not isinstance(value, str) or not value:
-        raise ValidationError(attribute.name, f"must be a non-empty string, got {value!r}")
-
-
-def require_identifier(field: str, value: Any) -> str:
-    """Return ``value`` if it is a usable provider ID: a non-empty string without control characters.
-
-    IDs end up in URL paths and in Pipedrive's manifest URLs, where control characters are never right.
-    """
-    # isprintable() is the fast check (this runs four times per message); the exact tests run only if it fails.
-    if type(value) is str and value.isprintable() and value:
-        return value
-    if not isinstance(value, str) or not value:
-        raise ValidationError(field, f"must be a non-empty string, got {value!r}")
-    if _CONTROL_CHARS.search(value):
-        raise ValidationError(field, "must not contain control characters")
-    return value
-
-
-def _identifier(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
-    if type(value) is not str or not value.isprintable() or not value:  # the fast check, inlined: 4 per message
-        require_identifier(attribute.name, value)
-
-
-def _aware(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
-    if value is None and attribute.default is None:
-        return
-    if not isinstance(value, datetime):
-        raise ValidationError(attribute.name, f"must be a datetime, got {type(value).__name__}")
-    if value.tzinfo is not timezone.utc:
-        if value.tzinfo is None or value.utcoffset() is None:
-            raise ValidationError(attribute.name, "must be timezone-aware (naive datetimes are ambiguous)")
-        if not _fits_in_utc(value):
-            raise ValidationError(attribute.name, f"is out of range in UTC: {value.isoformat()}")
-
-
-def _http_url(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
-    if value is None and attribute.default is None:
-        return
-    if not isinstance(value, str) or not value.startswith(("http://", "https://")) or len(value) < 10:
-        raise ValidationError(attribute.name, f"must be an http(s) URL, got {value!r}")
+    return to_member(_PROVIDER_TYPES, "provider_type", value)
 
 
 def _size(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
@@ -144,26 +93,17 @@ class Attachment:
     the extension's ``getMessageById`` endpoint for a fresh link.
     """
 
-    id: str = attrs.field(validator=_identifier)
-    type: str = attrs.field(validator=_text)
-    url: str = attrs.field(validator=_http_url)
+    id: str = attrs.field(validator=identifier)
+    type: str = attrs.field(validator=non_empty_string)
+    url: str = attrs.field(validator=http_url)
     name: str | None = None
     size: float | None = attrs.field(default=None, validator=_size)
-    preview_url: str | None = attrs.field(default=None, validator=_http_url)
+    preview_url: str | None = attrs.field(default=None, validator=http_url)
     link_expires: bool = False
 
 
-def _attachments(value: Iterable[Attachment]) -> tuple[Attachment, ...]:
-    items = tuple(value)
-    for index, item in enumerate(items):
-        if not isinstance(item, Attachment):
-            raise ValidationError(f"attachments[{index}]", f"must be an Attachment, got {type(item).__name__}")
-    return items
-
-
-def _message_text(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
-    if not isinstance(value, str):
-        raise ValidationError("message", f"must be a string, got {type(value).__name__}")
+def _to_attachments(value: Iterable[Attachment]) -> tuple[Attachment, ...]:
+    return tuple_of(Attachment, "attachments", value)
 
 
 @attrs.frozen
@@ -174,35 +114,26 @@ class Message:
     with. ``message`` may be empty only when the message has attachments.
     """
 
-    id: str = attrs.field(validator=_identifier)
-    channel_id: str = attrs.field(validator=_identifier)
-    sender_id: str = attrs.field(validator=_identifier)
-    conversation_id: str = attrs.field(validator=_identifier)
-    message: str = attrs.field(validator=_message_text)
+    id: str = attrs.field(validator=identifier)
+    channel_id: str = attrs.field(validator=identifier)
+    sender_id: str = attrs.field(validator=identifier)
+    conversation_id: str = attrs.field(validator=identifier)
+    message: str = attrs.field(validator=message_text)
     status: MessageStatus = attrs.field(converter=_to_status)
-    created_at: datetime = attrs.field(validator=_aware)
-    reply_by: datetime | None = attrs.field(default=None, validator=_aware)
-    conversation_link: str | None = attrs.field(default=None, validator=_http_url)
-    attachments: tuple[Attachment, ...] = attrs.field(default=(), converter=_attachments)
-
-    def __attrs_post_init__(self) -> None:
-        if not self.message and not self.attachments:
-            raise ValidationError("message", "must not be empty when the message has no attachments")
-
-
-def _bool(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
-    if not isinstance(value, bool):
-        raise ValidationError(attribute.name, f"must be a bool, got {value!r}")
+    created_at: datetime = attrs.field(validator=aware_datetime)
+    reply_by: datetime | None = attrs.field(default=None, validator=aware_datetime)
+    conversation_link: str | None = attrs.field(default=None, validator=http_url)
+    attachments: tuple[Attachment, ...] = attrs.field(default=(), converter=_to_attachments)
 
 
 @attrs.frozen
 class NewChannel:
     """The body ``add_channel`` sends: a channel to register under the provider's own ID."""
 
-    name: str = attrs.field(validator=_text)
-    provider_channel_id: str = attrs.field(validator=_identifier)
-    avatar_url: str | None = attrs.field(default=None, validator=_http_url)
-    template_support: bool = attrs.field(default=False, validator=_bool)
+    name: str = attrs.field(validator=non_empty_string)
+    provider_channel_id: str = attrs.field(validator=identifier)
+    avatar_url: str | None = attrs.field(default=None, validator=http_url)
+    template_support: bool = attrs.field(default=False, validator=boolean)
     provider_type: ProviderType = attrs.field(default=ProviderType.OTHER, converter=_to_provider_type)
 
 
@@ -239,15 +170,6 @@ class ApiResponse:
     headers: Mapping[str, str] = attrs.field(repr=False)
 
 
-def _fits_in_utc(value: datetime) -> bool:
-    # 0001-01-01T00:00+05:00 is a valid datetime but has no UTC form: formatting it would raise OverflowError.
-    try:
-        value.astimezone(timezone.utc)
-    except OverflowError:
-        return False
-    return True
-
-
 def parse_datetime(value: str) -> datetime:
     """Parse ``YYYY-MM-DD HH:MM[:SS]`` or ISO 8601 (``Z`` allowed); a value without offset is UTC.
 
@@ -265,7 +187,7 @@ def parse_datetime(value: str) -> datetime:
         parsed = datetime.fromisoformat(text[:-1] + "+00:00")
     if parsed.tzinfo is None:
         return parsed.replace(tzinfo=timezone.utc)
-    if parsed.tzinfo is not timezone.utc and not _fits_in_utc(parsed):
+    if parsed.tzinfo is not timezone.utc and not fits_in_utc(parsed):
         raise ValueError(f"{value!r} is out of range in UTC")
     return parsed
 
@@ -340,7 +262,7 @@ def _structure_model(cls: type[Any]) -> Any:
     are the fields structured one by one again, to find the one at fault.
     """
     attrs.resolve_types(cls)
-    generated = make_dict_structure_fn(cls, converter)
+    generated = make_dict_structure_fn(cls, converter, _cattrs_prefer_attrib_converters=True, **_structured_first(cls))
 
     def structure(data: Any, _: type) -> Any:
         try:
@@ -351,6 +273,18 @@ def _structure_model(cls: type[Any]) -> Any:
             raise _field_error(cls, data, error) from None
 
     return structure
+
+
+def _structured_first(cls: type[Any]) -> dict[str, Any]:
+    """The fields whose attrs converter takes only built values (a tuple of models): structured before it runs.
+
+    Any other converter (an enum's) takes the wire value itself, and structuring it first would convert it twice.
+    """
+    return {
+        field.name: override(struct_hook=converter.get_structure_hook(field.type))
+        for field in attrs.fields(cls)
+        if field.converter is not None and not (isinstance(field.type, type) and issubclass(field.type, enum.Enum))
+    }
 
 
 def _field_error(cls: type[Any], data: Any, error: Exception) -> ValidationError:

@@ -7,10 +7,12 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from pipedrive_channels import Attachment, Channel, Message, MessageStatus, ProviderType, ValidationError
+from pipedrive_channels.extension.models import ExtensionMessage
 from pipedrive_channels.models import NewChannel, converter, parse_datetime
 
 UTC = timezone.utc
 CREATED = datetime(2022, 3, 1, 9, 58, 35, tzinfo=timezone(timedelta(hours=2)))
+ATTACHMENT = Attachment(id="a-1", type="image/png", url="https://h.example/a.png")
 
 
 def make_message(**changes: object) -> Message:
@@ -161,3 +163,29 @@ def test_new_channel_body_omits_unset_avatar() -> None:
     assert converter.unstructure(NewChannel(name="n", provider_channel_id="p")) == {
         "name": "n", "provider_channel_id": "p", "template_support": False, "provider_type": "other",
     }
+
+
+def make_extension_message(**changes: object) -> ExtensionMessage:
+    fields: dict[str, object] = {"id": "m-1", "sender_id": "u-1", "message": "hello", "status": "sent",
+                                 "created_at": CREATED}
+    fields.update(changes)
+    return ExtensionMessage(**fields)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("changes", "field", "reason"),
+    [
+        ({"message": ""}, "message", "must not be empty when the message has no attachments"),
+        ({"message": b"hi"}, "message", "must be a string, got bytes"),
+        ({"status": "seen"}, "status", "must be one of 'sent', 'delivered', 'read', 'failed', got 'seen'"),
+        ({"status": ["sent"]}, "status", "must be one of 'sent', 'delivered', 'read', 'failed', got ['sent']"),
+        ({"attachments": 5}, "attachments", "must be a sequence of Attachment, got int"),
+        ({"attachments": "a.png"}, "attachments", "must be a sequence of Attachment, got str"),
+        ({"attachments": [ATTACHMENT, {"id": "a"}]}, "attachments[1]", "must be an Attachment, got dict"),
+    ],
+)
+def test_a_message_and_an_extension_message_refuse_alike(changes: dict[str, object], field: str, reason: str) -> None:
+    for build in (make_message, make_extension_message):
+        with pytest.raises(ValidationError) as info:
+            build(**changes)
+        assert (info.value.field, info.value.reason) == (field, reason)

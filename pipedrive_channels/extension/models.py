@@ -17,19 +17,20 @@ from typing import Any, Generic, TypeVar
 import attrs
 from cattrs.gen import make_dict_unstructure_fn, override
 
-from ..errors import ValidationError
-from ..models import (
-    Attachment,
-    MessageStatus,
-    _aware,
-    _bool,
-    _http_url,
-    _identifier,
-    _message_text,
-    _text,
-    _to_status,
-    converter,
+from .._validators import (
+    aware_datetime,
+    boolean,
+    http_url,
+    identifier,
+    members,
+    message_text,
+    non_empty_string,
+    string,
+    to_member,
+    tuple_of,
 )
+from ..errors import ValidationError
+from ..models import Attachment, MessageStatus, converter
 
 __all__ = [
     "Conversation",
@@ -47,7 +48,6 @@ __all__ = [
 ]
 
 _T = TypeVar("_T")
-_E = TypeVar("_E", bound=enum.Enum)
 
 
 class ConversationStatus(str, enum.Enum):
@@ -64,59 +64,45 @@ class ParticipantRole(str, enum.Enum):
     SOURCE_USER = "source_user"
 
 
-def _member(enum_cls: type[_E], field: str, value: Any) -> _E:
-    for member in enum_cls:
-        if value is member or value == member.value:
-            return member
-    allowed = ", ".join(repr(m.value) for m in enum_cls)
-    raise ValidationError(field, f"must be one of {allowed}, got {value!r}")
+_STATUSES = members(MessageStatus)
+_CONVERSATION_STATUSES = members(ConversationStatus)
+_ROLES = members(ParticipantRole)
+
+
+def _to_status(value: MessageStatus | str) -> MessageStatus:
+    return to_member(_STATUSES, "status", value)
 
 
 def _to_conversation_status(value: ConversationStatus | str) -> ConversationStatus:
-    return _member(ConversationStatus, "status", value)
+    return to_member(_CONVERSATION_STATUSES, "status", value)
 
 
 def _to_role(value: ParticipantRole | str) -> ParticipantRole:
-    return _member(ParticipantRole, "role", value)
-
-
-def _items(value: Iterable[Any], cls: type[_T], field: str) -> tuple[_T, ...]:
-    if isinstance(value, str | bytes):
-        raise ValidationError(field, f"must be a sequence of {cls.__name__}, got {type(value).__name__}")
-    items = tuple(value)
-    for index, item in enumerate(items):
-        if not isinstance(item, cls):
-            raise ValidationError(f"{field}[{index}]", f"must be a {cls.__name__}, got {type(item).__name__}")
-    return items
+    return to_member(_ROLES, "role", value)
 
 
 def _to_attachments(value: Iterable[Attachment]) -> tuple[Attachment, ...]:
-    return _items(value, Attachment, "attachments")
+    return tuple_of(Attachment, "attachments", value)
 
 
 def _to_participants(value: Iterable[Participant]) -> tuple[Participant, ...]:
-    return _items(value, Participant, "participants")
+    return tuple_of(Participant, "participants", value)
 
 
 def _to_messages(value: Iterable[ExtensionMessage]) -> tuple[ExtensionMessage, ...]:
-    return _items(value, ExtensionMessage, "messages")
+    return tuple_of(ExtensionMessage, "messages", value)
 
 
 def _to_files(value: Iterable[FilePart]) -> tuple[FilePart, ...]:
-    return _items(value, FilePart, "files")
+    return tuple_of(FilePart, "files", value)
 
 
 def _to_recipients(value: Iterable[str]) -> tuple[str, ...]:
-    return _items(value, str, "recipient_ids")
+    return tuple_of(str, "recipient_ids", value)
 
 
 def _to_tuple(value: Iterable[_T]) -> tuple[_T, ...]:
     return tuple(value)
-
-
-def _string(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
-    if not isinstance(value, str):
-        raise ValidationError(attribute.name, f"must be a string, got {type(value).__name__}")
 
 
 def _bytes(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
@@ -136,7 +122,7 @@ def _optional_string(instance: Any, attribute: attrs.Attribute[Any], value: Any)
 
 def _link(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
     if value != "":  # the spec: "Leave it as an empty string if the provider does not have an external chat window"
-        _http_url(instance, attribute, value)
+        http_url(instance, attribute, value)
 
 
 def _cursor(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
@@ -148,12 +134,12 @@ def _cursor(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
 class Participant:
     """A person in a conversation. ``fetch_avatar``/``avatar_expires`` make Pipedrive call ``getSenderById``."""
 
-    id: str = attrs.field(validator=_identifier)
-    name: str = attrs.field(validator=_text)
+    id: str = attrs.field(validator=identifier)
+    name: str = attrs.field(validator=non_empty_string)
     role: ParticipantRole = attrs.field(converter=_to_role)
-    avatar_url: str | None = attrs.field(default=None, validator=_http_url)
-    fetch_avatar: bool = attrs.field(default=False, validator=_bool)
-    avatar_expires: bool = attrs.field(default=False, validator=_bool)
+    avatar_url: str | None = attrs.field(default=None, validator=http_url)
+    fetch_avatar: bool = attrs.field(default=False, validator=boolean)
+    avatar_expires: bool = attrs.field(default=False, validator=boolean)
 
 
 @attrs.frozen
@@ -164,17 +150,13 @@ class ExtensionMessage:
     ``message`` may be empty only when the message has attachments.
     """
 
-    id: str = attrs.field(validator=_identifier)
-    sender_id: str = attrs.field(validator=_identifier)
-    message: str = attrs.field(validator=_message_text)
+    id: str = attrs.field(validator=identifier)
+    sender_id: str = attrs.field(validator=identifier)
+    message: str = attrs.field(validator=message_text)
     status: MessageStatus = attrs.field(converter=_to_status)
-    created_at: datetime = attrs.field(validator=_aware)
-    reply_by: datetime | None = attrs.field(default=None, validator=_aware)
+    created_at: datetime = attrs.field(validator=aware_datetime)
+    reply_by: datetime | None = attrs.field(default=None, validator=aware_datetime)
     attachments: tuple[Attachment, ...] = attrs.field(default=(), converter=_to_attachments)
-
-    def __attrs_post_init__(self) -> None:
-        if not self.message and not self.attachments:
-            raise ValidationError("message", "must not be empty when the message has no attachments")
 
 
 def check_participants(participants: tuple[Participant, ...]) -> None:
@@ -194,10 +176,10 @@ class Conversation:
     ``after`` to :meth:`~.ChannelProvider.get_conversation` for older messages; ``None`` when there are no more.
     """
 
-    id: str = attrs.field(validator=_identifier)
+    id: str = attrs.field(validator=identifier)
     link: str = attrs.field(validator=_link)
     status: ConversationStatus = attrs.field(converter=_to_conversation_status)
-    seen: bool = attrs.field(validator=_bool)
+    seen: bool = attrs.field(validator=boolean)
     participants: tuple[Participant, ...] = attrs.field(converter=_to_participants)
     messages: tuple[ExtensionMessage, ...] = attrs.field(default=(), converter=_to_messages)
     next_messages_cursor: str | None = attrs.field(default=None, validator=_cursor)
@@ -210,27 +192,27 @@ class Conversation:
 class Sender:
     """A sender as ``getSenderById`` answers it (all three fields are required by the spec)."""
 
-    id: str = attrs.field(validator=_identifier)
-    name: str = attrs.field(validator=_text)
-    avatar_url: str = attrs.field(validator=_http_url)
+    id: str = attrs.field(validator=identifier)
+    name: str = attrs.field(validator=non_empty_string)
+    avatar_url: str = attrs.field(validator=http_url)
 
 
 @attrs.frozen
 class Template:
     """A message template (only approved WhatsApp templates are supported by Pipedrive)."""
 
-    id: str = attrs.field(validator=_identifier)
-    name: str = attrs.field(validator=_text)
-    content: str = attrs.field(validator=_text)
-    language: str = attrs.field(validator=_text)
+    id: str = attrs.field(validator=identifier)
+    name: str = attrs.field(validator=non_empty_string)
+    content: str = attrs.field(validator=non_empty_string)
+    language: str = attrs.field(validator=non_empty_string)
 
 
 @attrs.frozen
 class FilePart:
     """One file of a ``postMessage`` form: its file name, its declared MIME type and its bytes."""
 
-    name: str = attrs.field(validator=_string)
-    content_type: str = attrs.field(validator=_string)
+    name: str = attrs.field(validator=string)
+    content_type: str = attrs.field(validator=string)
     data: bytes = attrs.field(validator=_bytes, repr=lambda data: f"<{len(data)} bytes>")
 
     @property
@@ -247,9 +229,9 @@ class OutgoingMessage:
     ``recipientIds``); ``files`` are the attached files in the order they were sent.
     """
 
-    message: str = attrs.field(validator=_string)
-    sender_id: str = attrs.field(validator=_identifier)
-    conversation_id: str = attrs.field(validator=_identifier)
+    message: str = attrs.field(validator=string)
+    sender_id: str = attrs.field(validator=identifier)
+    conversation_id: str = attrs.field(validator=identifier)
     recipient_ids: tuple[str, ...] = attrs.field(default=(), converter=_to_recipients)
     files: tuple[FilePart, ...] = attrs.field(default=(), converter=_to_files)
 
@@ -269,7 +251,7 @@ class Page(Generic[_T]):
 class UninstallEvent:
     """The body of the OAuth uninstall callback (``DELETE`` to the app's callback URL)."""
 
-    client_id: str = attrs.field(validator=_text)
+    client_id: str = attrs.field(validator=non_empty_string)
     company_id: int = attrs.field(validator=_integer)
     user_id: int = attrs.field(validator=_integer)
     timestamp: str | None = attrs.field(default=None, validator=_optional_string)

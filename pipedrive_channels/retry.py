@@ -19,6 +19,7 @@ repeated only after answers that say it was not processed (429, 503), unless ``r
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import logging
 import random
@@ -139,18 +140,22 @@ class RetryPolicy:
         budget: Budget,
         started: float,
         deadline: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> _T:
         """Carry on after the first attempt failed with ``first_error``: wait, send again, until done or given up.
 
         :param attempt: sends the call once more (charging the budget) and returns its result.
-        :param started: ``time.monotonic()`` when the first attempt started; ``deadline`` likewise, or None.
+        :param started: ``clock()`` when the first attempt started; ``deadline`` likewise, or None.
+        :param clock: the monotonic clock ``started``, ``deadline`` and ``elapsed`` are read on.
+        :param sleep: waits between attempts (tests pass a fake one that moves their clock on).
         :raises PipedriveError: the last error, with ``attempts`` and ``elapsed`` set.
         """
         _hold(budget, first_error)
         if _daily_budget_spent(first_error):
-            raise _annotate(_exhausted(first_error), 1, started)
+            raise _annotate(_exhausted(first_error, clock), 1, started, clock)
         if self.max_attempts == 1 or not self.should_retry(first_error, repeat):
-            raise _annotate(first_error, 1, started)
+            raise _annotate(first_error, 1, started, clock)
         replay: list[PipedriveError] = [first_error]
         ambiguous_failure = False
 
@@ -181,27 +186,30 @@ class RetryPolicy:
                     await result
 
         retrying = AsyncRetrying(
-            stop=stop_after_attempt(self.max_attempts) | _StopBefore(started, self.max_elapsed, deadline),
+            stop=stop_after_attempt(self.max_attempts) | _StopBefore(started, self.max_elapsed, deadline, clock),
             wait=lambda state: self.wait(_outcome_error(state), state.attempt_number),
             retry=retry_if_exception(lambda error: self.should_retry(error, repeat)),
             before_sleep=before_sleep,
+            sleep=sleep,
             reraise=True,
         )
         try:
             return await retrying(again)
         except PipedriveError as error:
-            attempts = retrying.statistics.get("attempt_number", 1)
-            raise _annotate(_exhausted(error) if _daily_budget_spent(error) else error, attempts, started) from None
+            final = _exhausted(error, clock) if _daily_budget_spent(error) else error
+        # Raised outside the except block: the exhausted error keeps the 429 as its cause, and nothing else is chained.
+        raise _annotate(final, retrying.statistics.get("attempt_number", 1), started, clock)
 
 
 class _StopBefore(stop_base):
     """Stop when the next attempt would start after ``max_elapsed`` from the first attempt, or past the deadline."""
 
-    def __init__(self, started: float, max_elapsed: float, deadline: float | None) -> None:
+    def __init__(self, started: float, max_elapsed: float, deadline: float | None, clock: Callable[[], float]) -> None:
         self.last_start = started + max_elapsed if deadline is None else min(started + max_elapsed, deadline)
+        self.clock = clock
 
     def __call__(self, retry_state: RetryCallState) -> bool:
-        return time.monotonic() + retry_state.upcoming_sleep >= self.last_start
+        return self.clock() + retry_state.upcoming_sleep >= self.last_start
 
 
 def _pause(error: BaseException) -> float | None:
@@ -237,17 +245,17 @@ def _ambiguous(error: PipedriveError) -> bool:
     return isinstance(error, ApiError) and error.status >= 500
 
 
-def _exhausted(error: PipedriveError) -> PipedriveError:
+def _exhausted(error: PipedriveError, clock: Callable[[], float]) -> PipedriveError:
     wait = _pause(error)  # the time the budget is held for (a spent daily budget always has one)
     exhausted = BudgetExhaustedError(
         "Pipedrive says the company's daily token budget is spent",
-        retry_at=None if wait is None else time.monotonic() + wait, retry_after=wait,
+        retry_at=None if wait is None else clock() + wait, retry_after=wait,
     )
     exhausted.__cause__ = error
     return exhausted
 
 
-def _annotate(error: PipedriveError, attempts: int, started: float) -> PipedriveError:
+def _annotate(error: PipedriveError, attempts: int, started: float, clock: Callable[[], float]) -> PipedriveError:
     error.attempts = attempts
-    error.elapsed = time.monotonic() - started
+    error.elapsed = clock() - started
     return error

@@ -27,7 +27,7 @@ import aiohttp
 import attrs
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from .errors import ApiError, AuthenticationError, TransportError, ValidationError, error_from_response
+from ..errors import ApiError, AuthenticationError, TransportError, ValidationError, error_from_response
 
 __all__ = [
     "ApiToken",

@@ -20,6 +20,7 @@ from urllib.parse import quote
 import aiohttp
 
 from ._call import REPEAT, Call, prepare
+from ._pages import walk
 from ._transport import DEFAULT_MAX_ANSWER_BYTES, Response, Transport
 from ._wire import dumps as _dumps
 from .auth import ApiToken, Authorizer, OAuthApp, OAuthToken, TokenStore
@@ -53,6 +54,24 @@ def _segment(field: str, value: str) -> str:
     if value in (".", ".."):
         raise ValidationError(field, "must not be '.' or '..' (URL normalisation would change the path)")
     return quote(value, safe="")
+
+
+def _fill(template: str, values: Mapping[str, object]) -> str:
+    """``template`` with each ``{name}`` replaced by its percent-encoded value; every placeholder and every value
+    must be used."""
+    used: set[str] = set()
+
+    def fill(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name not in values:
+            raise ValidationError(name, f"is a placeholder of {template!r} but no value was given")
+        used.add(name)
+        return _segment(name, str(values[name]))
+
+    result = _PLACEHOLDER.sub(fill, template)
+    if unused := set(values) - used:
+        raise ValidationError(sorted(unused)[0], f"is not a placeholder of {template!r}")
+    return result
 
 
 def _decode(cls: type[_T], response: Response) -> _T:
@@ -223,19 +242,7 @@ class ChannelsClient:
         ``client.path("/deals/{id}", id=42)`` gives ``/deals/42``; a value ``"a/b"`` stays one segment. Names
         that are not identifiers pass as ``**{"channel-id": ...}``.
         """
-        used: set[str] = set()
-
-        def fill(match: re.Match[str]) -> str:
-            name = match.group(1)
-            if name not in values:
-                raise ValidationError(name, f"is a placeholder of {template!r} but no value was given")
-            used.add(name)
-            return _segment(name, str(values[name]))
-
-        result = _PLACEHOLDER.sub(fill, template)
-        if unused := set(values) - used:
-            raise ValidationError(sorted(unused)[0], f"is not a placeholder of {template!r}")
-        return result
+        return _fill(template, values)
 
     async def request(
         self,
@@ -274,7 +281,7 @@ class ChannelsClient:
         envelope = response.body if isinstance(response.body, dict) else {}
         return ApiResponse(response.status, envelope.get("data"), envelope.get("additional_data"), response.headers)
 
-    async def paginate(
+    def paginate(
         self,
         path: str,
         *,
@@ -293,22 +300,10 @@ class ChannelsClient:
             next offset or cursor does not move on (a server repeating itself would be paged for ever); the
             items of that page are not yielded.
         """
-        query = dict(params or {})
-        cursors = {query["cursor"]} if "cursor" in query else set()  # every cursor sent, to catch a cycle
-        while True:
-            page = await self.request("GET", path, version=version, params=query, priority=priority, timeout=timeout)
-            items = _page_field(page, page.data, "data", list)
-            additional = _page_field(page, page.additional_data, "additional_data", dict)
-            key, position = (
-                ("start", _next_start(page, additional, int(query.get("start", 0))))
-                if version == "v1"
-                else ("cursor", _next_cursor(page, additional, cursors))
-            )
-            for item in items:
-                yield item
-            if position is None:
-                return
-            query[key] = position
+        async def page(query: dict[str, Any]) -> ApiResponse:
+            return await self.request("GET", path, version=version, params=query, priority=priority, timeout=timeout)
+
+        return walk(page, version, params)
 
     async def _call(self, call: Call) -> Response:
         """Send one call; after a failure worth it, hand over to the retry policy (never before)."""
@@ -361,47 +356,3 @@ class ChannelsClient:
                 return response
             refreshed = True
             await transport.refresh(generation)
-
-
-_Field = TypeVar("_Field", list[Any], dict[str, Any], str)
-
-
-def _page_error(page: ApiResponse, message: str) -> ApiError:
-    envelope = {"data": page.data, "additional_data": page.additional_data}
-    return ApiError(page.status, message, body=envelope, headers=page.headers)
-
-
-def _page_field(page: ApiResponse, value: Any, field: str, kind: type[_Field]) -> _Field:
-    """A page's ``field`` if it is a ``kind``, empty if missing or null; any other value is an error naming it."""
-    if value is None:
-        return kind()
-    if not isinstance(value, kind):
-        raise _page_error(page, f"{field} of a page must be a {kind.__name__} or null, got {type(value).__name__}")
-    return value
-
-
-def _next_start(page: ApiResponse, additional: dict[str, Any], start: int) -> int | None:
-    """The offset of the next v1 page (``None`` after the last), which must lie past this page's ``start``."""
-    pagination = _page_field(page, additional.get("pagination"), "additional_data.pagination", dict)
-    more = pagination.get("more_items_in_collection")
-    if not isinstance(more, bool | None):
-        raise _page_error(page, f"additional_data.pagination.more_items_in_collection must be a bool, got "
-                                f"{type(more).__name__}")
-    if not more:
-        return None
-    next_start = pagination.get("next_start", start + len(page.data or ()))
-    if isinstance(next_start, bool) or not isinstance(next_start, int) or next_start <= start:
-        raise _page_error(page, f"additional_data.pagination.next_start {next_start!r} does not move past start "
-                                f"{start}: paging would never end")
-    return next_start
-
-
-def _next_cursor(page: ApiResponse, additional: dict[str, Any], sent: set[str]) -> str | None:
-    """The cursor of the next v2 page (``None`` after the last), which must be one not ``sent`` before."""
-    cursor = _page_field(page, additional.get("next_cursor"), "additional_data.next_cursor", str)
-    if not cursor:
-        return None
-    if cursor in sent:
-        raise _page_error(page, f"additional_data.next_cursor {cursor!r} was sent before: paging would never end")
-    sent.add(cursor)
-    return cursor

@@ -18,6 +18,7 @@ __all__ = [
     "BadRequestError",
     "BudgetExhaustedError",
     "BudgetTimeoutError",
+    "BudgetUnavailableError",
     "ForbiddenError",
     "GoneError",
     "NotFoundError",
@@ -28,6 +29,7 @@ __all__ = [
     "TransportError",
     "UnprocessableError",
     "ValidationError",
+    "error_class",
     "error_from_response",
 ]
 
@@ -67,6 +69,13 @@ class BudgetExhaustedError(PipedriveError):
         super().__init__(message)
         self.retry_at = retry_at
         self.retry_after = retry_after
+
+
+class BudgetUnavailableError(PipedriveError):
+    """The shared budget's Redis did not answer, so nothing was admitted or sent (``on_redis_error="fail"``).
+
+    The Redis error is chained as ``__cause__``.
+    """
 
 
 class TransportError(PipedriveError):

@@ -7,12 +7,13 @@ extra: ``pip install 'pipedrive-channels[redis]'``). :class:`Limits` holds the n
 
 from typing import TYPE_CHECKING, Any
 
+from ..errors import BudgetUnavailableError
 from ._contract import Admission, Budget, BudgetStats, Priority
 from ._limits import DAY, Limits, Plan
 from ._local import RateBudget, Reservation, TokenBucket
 
 if TYPE_CHECKING:
-    from ._redis import BudgetUnavailableError, RedisBudget, RedisReservation
+    from ._redis import RedisBudget, RedisReservation
 
 __all__ = [
     "DAY",
@@ -30,7 +31,7 @@ __all__ = [
     "TokenBucket",
 ]
 
-_REDIS_NAMES = frozenset({"BudgetUnavailableError", "RedisBudget", "RedisReservation"})
+_REDIS_NAMES = frozenset({"RedisBudget", "RedisReservation"})
 
 
 def __getattr__(name: str) -> Any:

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import attrs
 
-from ..errors import PipedriveError
+from ..errors import BudgetUnavailableError
 from . import _redis_scripts as scripts
 from ._contract import Admission, BudgetStats, Priority
 from ._gate import Gate, check_cost, check_timeout, refusal
@@ -52,13 +52,6 @@ __all__ = ["BudgetUnavailableError", "RedisBudget", "RedisReservation"]
 
 # The name it has always logged under, where users' logging configuration finds it.
 logger = logging.getLogger("pipedrive_channels.redis_budget")
-
-
-class BudgetUnavailableError(PipedriveError):
-    """The shared budget's Redis did not answer, so nothing was admitted or sent (``on_redis_error="fail"``).
-
-    The Redis error is chained as ``__cause__``.
-    """
 
 
 class RedisReservation:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipedrive_channels.demo import CHANNELS, run_demo, sample_history
+from pipedrive_channels._demo import CHANNELS, run_demo, sample_history
 
 
 async def test_the_demo_back_fills_everything_within_the_lite_plan(capsys: pytest.CaptureFixture[str]) -> None:

@@ -1,4 +1,4 @@
-"""``pipedrive-channels demo``: :mod:`pipedrive_channels.demo` with the back-fill's progress display."""
+"""``pipedrive-channels demo``: the demo (``pipedrive_channels._demo``) with the back-fill's progress display."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from ..demo import run_demo  # it starts the fake server: loaded only for this command
+    from .._demo import run_demo  # it starts the fake server: loaded only for this command
 
     display = Display(args.messages, quiet=False)
     asyncio.run(run_demo(messages=args.messages, on_progress=display.on_progress, display=display))

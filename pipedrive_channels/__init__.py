@@ -1,12 +1,27 @@
 """Asyncio SDK for Pipedrive's Channels API.
 
 Typed endpoint methods over an OAuth session that refreshes tokens once however many calls wait, a rate
-budget that charges every call its documented cost before it is sent, and a fake Pipedrive server
-(:mod:`pipedrive_channels.testing`) to test against without an account.
+budget that charges every call its documented cost before it is sent, a resumable bulk back-fill
+(:mod:`pipedrive_channels.backfill`), and a fake Pipedrive server (:mod:`pipedrive_channels.testing`) to test
+against without an account.
 """
 
+from importlib.metadata import PackageNotFoundError, version
+
 from .auth import ApiToken, JsonFileTokenStore, MemoryTokenStore, OAuthApp, OAuthToken, TokenStore
-from .budget import BudgetStats, Plan, Priority, RateBudget, Reservation, TokenBucket
+from .backfill import (
+    BackfillReport,
+    BadInput,
+    Checkpoint,
+    CheckpointError,
+    CheckpointLockedError,
+    Failure,
+    Progress,
+    backfill,
+    estimate,
+    read_jsonl,
+)
+from .budget import Admission, Budget, BudgetStats, Limits, Plan, Priority, RateBudget, Reservation, TokenBucket
 from .client import ChannelsClient
 from .errors import (
     ApiError,
@@ -14,6 +29,7 @@ from .errors import (
     BadRequestError,
     BudgetExhaustedError,
     BudgetTimeoutError,
+    BudgetUnavailableError,
     ForbiddenError,
     GoneError,
     NotFoundError,
@@ -25,25 +41,39 @@ from .errors import (
     UnprocessableError,
     ValidationError,
 )
-from .models import Attachment, Channel, Message, MessageStatus, ProviderType
+from .models import ApiResponse, Attachment, Channel, Message, MessageStatus, ProviderType
 from .retry import Repeat, RetryPolicy
 
-__version__ = "0.1.0"
+try:
+    __version__ = version("pipedrive-channels")
+except PackageNotFoundError:  # imported from a source tree that was never installed
+    __version__ = "0+unknown"
 
 __all__ = [
+    "Admission",
     "ApiError",
+    "ApiResponse",
     "ApiToken",
     "Attachment",
     "AuthenticationError",
+    "BackfillReport",
+    "BadInput",
     "BadRequestError",
+    "Budget",
     "BudgetExhaustedError",
     "BudgetStats",
     "BudgetTimeoutError",
+    "BudgetUnavailableError",
     "Channel",
     "ChannelsClient",
+    "Checkpoint",
+    "CheckpointError",
+    "CheckpointLockedError",
+    "Failure",
     "ForbiddenError",
     "GoneError",
     "JsonFileTokenStore",
+    "Limits",
     "MemoryTokenStore",
     "Message",
     "MessageStatus",
@@ -54,6 +84,7 @@ __all__ = [
     "PipedriveError",
     "Plan",
     "Priority",
+    "Progress",
     "ProviderType",
     "RateBudget",
     "RateLimitError",
@@ -67,4 +98,7 @@ __all__ = [
     "UnprocessableError",
     "ValidationError",
     "__version__",
+    "backfill",
+    "estimate",
+    "read_jsonl",
 ]

@@ -15,6 +15,7 @@ EXIT_STOPPED = 3
 """The back-fill stopped early (Ctrl-C, SIGTERM, ``--deadline``); a re-run with the same checkpoint resumes it."""
 
 PROG = "pipedrive-channels"
+"""The command's name, in its usage line and its error messages."""
 
 
 class UsageError(Exception):

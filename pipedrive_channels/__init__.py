@@ -17,7 +17,6 @@ from .backfill import (
     CheckpointLockedError,
     Failure,
     Progress,
-    backfill,
     estimate,
     read_jsonl,
 )
@@ -98,7 +97,6 @@ __all__ = [
     "UnprocessableError",
     "ValidationError",
     "__version__",
-    "backfill",
     "estimate",
     "read_jsonl",
 ]

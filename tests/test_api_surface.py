@@ -70,10 +70,19 @@ def _public_members(cls: type) -> dict[str, Any]:
 def test_the_documented_names_import_from_the_package() -> None:
     for name in ["ChannelsClient", "OAuthApp", "OAuthToken", "ApiToken", "Channel", "Message", "Attachment",
                  "ProviderType", "MessageStatus", "PipedriveError", "ApiError", "ValidationError", "GoneError",
-                 "NotFoundError", "TransportError", "ApiResponse", "backfill", "read_jsonl", "estimate",
+                 "NotFoundError", "TransportError", "ApiResponse", "read_jsonl", "estimate",
                  "BackfillReport", "Progress", "Failure", "BadInput", "Checkpoint", "CheckpointError",
                  "CheckpointLockedError", "Budget", "Admission", "Limits", "BudgetStats", "BudgetUnavailableError"]:
         assert name in pipedrive_channels.__all__, name
+
+
+def test_the_backfill_module_is_not_shadowed_by_its_function() -> None:
+    # The root exports the back-fill's names but not the backfill() function: as a root attribute it would replace
+    # the subpackage, so `import pipedrive_channels.backfill as m` would give the function.
+    import pipedrive_channels.backfill as module
+
+    assert inspect.ismodule(module) and inspect.ismodule(pipedrive_channels.backfill)
+    assert callable(module.backfill)
 
 
 def test_the_public_modules_are_found_and_the_private_ones_skipped() -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import functools
 import re
-import time
 from collections.abc import AsyncIterator, Mapping
 from types import TracebackType
 from typing import Any, TypeVar
@@ -19,14 +18,14 @@ from urllib.parse import quote
 
 import aiohttp
 
-from ._call import REPEAT, Call, prepare
+from ._call import REPEAT, Call, prepare, send
 from ._pages import walk
 from ._transport import DEFAULT_MAX_ANSWER_BYTES, Response, Transport
 from ._wire import dumps as _dumps
 from .auth import ApiToken, Authorizer, OAuthApp, OAuthToken, TokenStore
 from .budget import Budget, Plan, Priority, RateBudget
 from .costs import DEFAULT_COST
-from .errors import ApiError, PipedriveError, TransportError, ValidationError
+from .errors import ApiError, PipedriveError, ValidationError
 from .models import ApiResponse, Channel, Message, NewChannel, ProviderType, converter, require_identifier
 from .retry import Repeat, RetryPolicy
 
@@ -308,51 +307,11 @@ class ChannelsClient:
     async def _call(self, call: Call) -> Response:
         """Send one call; after a failure worth it, hand over to the retry policy (never before)."""
         try:
-            return await self._attempt(call)
+            return await send(call, self._transport, self._budget)
         except PipedriveError as error:
             # Every retry reads the same record: it sends exactly what the first attempt sent.
-            attempt = functools.partial(self._attempt, call)
+            attempt = functools.partial(send, call, self._transport, self._budget)
             return await self._retry.retry(
                 error, attempt, repeat=call.repeat, budget=self._budget, started=call.started, deadline=call.deadline
             )
 
-    async def _attempt(self, call: Call) -> Response:
-        """Charge, send and settle one attempt; after a 401, refresh the token once and send once more.
-
-        A charge is refunded when nothing was sent: the proactive refresh failed, or the connection was refused.
-        """
-        transport, budget, priority = self._transport, self._budget, call.priority
-        refreshed = False
-        while True:
-            # Every request is charged before it is sent: the server counts every request it receives.
-            wait = None if call.deadline is None else max(0.0, call.deadline - time.monotonic())
-            # A search takes its slot of the search operations' own window (10 per 2 s) in the same admission.
-            reservation = await budget.acquire(call.cost, priority=priority, timeout=wait, search=call.search)
-            if transport.refresh_due():
-                try:
-                    # Here, not in the request: a failed refresh then sends nothing, costs nothing, and is not taken
-                    # for the API's 401 below (which would ask the token endpoint a second time).
-                    await transport.refresh(transport.generation)
-                except BaseException:
-                    reservation.refund()
-                    raise
-            generation = transport.generation
-            try:
-                response = await transport.request(
-                    call.method, call.path, call.body, version=call.version, params=call.params
-                )
-            except ApiError as error:
-                reservation.settle(error.headers)
-                if error.status != 401 or refreshed or not transport.can_refresh:
-                    raise
-            except BaseException as error:
-                if isinstance(error, TransportError) and not error.request_sent:
-                    reservation.refund()  # it never left, so the server counted nothing
-                else:
-                    reservation.settle()
-                raise
-            else:
-                reservation.settle(response.headers)
-                return response
-            refreshed = True
-            await transport.refresh(generation)

@@ -20,38 +20,37 @@ only the head asks Redis, sleeping the time it answered.
 
 Every round trip to Redis is bounded (``redis_timeout``, and the caller's deadline): a Redis that stalls is down.
 An admission whose caller stopped waiting (cancelled, or Redis too slow) is given back once Redis answers it.
+
+:class:`RedisBudget` wires the gate to its two parts: the round trips (``_redis_link.py``) and, with
+``on_redis_error="local"``, the local budget used while Redis does not answer (``_redis_fallback.py``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
-import logging
 import math
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Literal
 
 import attrs
 
 from ..errors import BudgetUnavailableError
-from . import _redis_scripts as scripts
 from ._contract import Admission, BudgetStats, Priority
 from ._gate import Gate, check_cost, check_timeout, refusal
-from ._limits import DAY, Limits, Plan
+from ._limits import Limits, Plan
 from ._local import RateBudget
 from ._rate_headers import MAX_SERVER_WAIT, RateHeaders
+from ._redis_fallback import RedisFallback
+from ._redis_link import UNANSWERED, RedisLink, Verdict
 from ._search import SearchAdmission, with_search_slot
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
-    from redis.commands.core import AsyncScript
 
 __all__ = ["BudgetUnavailableError", "RedisBudget", "RedisReservation"]
-
-# The name it has always logged under, where users' logging configuration finds it.
-logger = logging.getLogger("pipedrive_channels.redis_budget")
 
 
 class RedisReservation:
@@ -74,7 +73,7 @@ class RedisReservation:
         """
         if not self.settled:
             self.settled = True
-            self._owner._settle_slot(self._member)
+            self._owner._link.settle(self._member)
         if headers:
             self._owner.observe(headers)
 
@@ -82,20 +81,6 @@ class RedisReservation:
         """Nothing was sent after all; a shared slot is not given back (another process may count on the window
         being full), so this settles it."""
         self.settle()
-
-
-_RedisErrors: tuple[type[BaseException], ...] = (OSError,)
-try:  # the extra may be missing when this module is only imported for its names
-    from redis.exceptions import RedisError as _RedisError
-
-    _RedisErrors = (_RedisError, OSError)
-except ImportError:  # pragma: no cover
-    pass
-# A round trip that failed, or did not answer in time (asyncio's TimeoutError is no OSError before 3.11).
-_Unanswered: tuple[type[BaseException], ...] = (*_RedisErrors, asyncio.TimeoutError)
-# A caller at its deadline still gets this long for one round trip (Redis nearby answers in a millisecond or
-# two), so that ``acquire(timeout=0)`` asks once, as ``RateBudget.acquire(timeout=0)`` admits what fits now.
-_LEAST_ROUND_TRIP = 0.05
 
 
 class RedisBudget:
@@ -149,37 +134,19 @@ class RedisBudget:
         """The limits every process sharing ``key`` enforces together."""
         if on_redis_error not in ("fail", "local"):
             raise ValueError(f"on_redis_error must be 'fail' or 'local', got {on_redis_error!r}")
-        share = 0.25 if local_share is None else local_share
-        if not 0 < share <= 1:
-            raise ValueError(f"local_share must be in (0, 1], got {local_share!r}")
-        if not max_in_flight > 0:
-            raise ValueError(f"max_in_flight must be > 0, got {max_in_flight!r}")
-        if not 0 < redis_timeout < math.inf:
-            raise ValueError(f"redis_timeout must be a finite number > 0, got {redis_timeout!r}")
+        self._fallback = RedisFallback(key, limits, 0.25 if local_share is None else local_share)
+        self._link = link = RedisLink(redis, key, limits, redis_timeout, max_in_flight)
         self.redis = redis
         self.key = key
         self.requests_per_window = requests_per_window
         self.window = limits.window
         self.on_redis_error = on_redis_error
-        self.redis_timeout = float(redis_timeout)
-        self.max_in_flight = float(max_in_flight)
-        self._keys = [f"{key}:slots", f"{key}:daily", f"{key}:hold"]
-        capacity, per_day = limits.daily_capacity, limits.daily_tokens
+        self.redis_timeout = link.redis_timeout
+        self.max_in_flight = link.max_in_flight
+        capacity = limits.daily_capacity
         self._capacity = math.inf if capacity is None else capacity
-        self._daily_capacity = -1.0 if capacity is None else capacity
-        self._refill_per_ms = 0.0 if per_day is None else per_day / DAY / 1000.0
-        self._admit_script: AsyncScript = redis.register_script(scripts.ADMIT)
-        self._release_script: AsyncScript = redis.register_script(scripts.RELEASE)
-        self._settle_script: AsyncScript = redis.register_script(scripts.SETTLE)
-        self._sync_script: AsyncScript = redis.register_script(scripts.SYNC)
         self._gate = Gate(None, clock, bulk_share)
-        self._kick = asyncio.Event()  # a local settle or hold: the head asks Redis again at once
-        self._background: set[asyncio.Task[Any]] = set()
         self._charged = 0.0
-        # The fallback, built on first need; and until when Redis is taken as down (loop time; -inf: it is up).
-        self._local_share = share
-        self._local: RateBudget | None = None
-        self._down_until = -math.inf
         self.search: RedisBudget | None = None
         """The search operations' shared window (under ``{key}:search``, cost unmetered), or None."""
         if search_requests_per_window is not None:
@@ -210,7 +177,8 @@ class RedisBudget:
         return RateBudget.unlimited()
 
     def __repr__(self) -> str:
-        daily = f", daily_capacity={self._daily_capacity:g}" if self._daily_capacity >= 0 else ""
+        capacity = self.limits.daily_capacity
+        daily = "" if capacity is None else f", daily_capacity={capacity:g}"
         return (
             f"RedisBudget(key={self.key!r}, requests_per_window={self.requests_per_window}, "
             f"window={self.window:g}{daily})"
@@ -253,10 +221,11 @@ class RedisBudget:
         if len(self._gate):
             return None
         loop = asyncio.get_running_loop()
-        if loop.time() < self._down_until:
-            return self._local_budget().try_acquire(cost)
+        local = self._fallback.engaged(loop.time())
+        if local is not None:
+            return local.try_acquire(cost)
         member = uuid.uuid4().hex
-        admitted, _, _ = await self._ask(cost, member, loop, None)
+        admitted, _, _ = await self._ask(cost, member, None)
         if not admitted:
             return None
         self._charged += cost
@@ -270,9 +239,8 @@ class RedisBudget:
         """
         if seconds > 0:
             seconds = min(seconds, MAX_SERVER_WAIT)
-            if self._local is not None:
-                self._local.hold(seconds)
-            self._sync(seconds, None)
+            self._fallback.hold(seconds)
+            self._link.sync(seconds, None)
 
     def observe(self, headers: Mapping[str, str]) -> None:
         """Sync the shared state with an answer's rate headers, as :meth:`RateBudget.observe` does locally.
@@ -280,15 +248,14 @@ class RedisBudget:
         ``x-ratelimit-remaining: 0`` holds every process for ``x-ratelimit-reset`` seconds (a few windows at most);
         a lower ``x-daily-ratelimit-token-remaining`` lowers the shared daily tokens.
         """
-        if self._local is not None:
-            self._local.observe(headers)
+        self._fallback.observe(headers)
         rate = RateHeaders.from_http(headers)
         hold = 0.0
         if rate.window_spent:
             hold = self.window if rate.reset is None else rate.reset
-        daily = rate.daily_remaining if self._daily_capacity >= 0 else None
+        daily = None if self.limits.daily_capacity is None else rate.daily_remaining
         if hold > 0 or daily is not None:
-            self._sync(hold, daily)
+            self._link.sync(hold, daily)
 
     def time_for(self, requests: int, tokens: float) -> float:
         """Seconds the processes sharing the key need to admit ``requests`` costing ``tokens`` together, starting
@@ -306,11 +273,12 @@ class RedisBudget:
         A release still waiting for a stalled Redis is dropped: its slot frees by itself (``window +
         max_in_flight`` after admission).
         """
-        while self._background:
-            _, pending = await asyncio.wait(self._background, timeout=self.redis_timeout)
-            for task in pending:
-                task.cancel()
-            await asyncio.gather(*self._background, return_exceptions=True)
+        await self._link.aclose()
+
+    @property
+    def _local(self) -> RateBudget | None:
+        """The local fallback, once Redis has failed to answer (None until then)."""
+        return self._fallback.local
 
     # -- internals ------------------------------------------------------------------------------------------
 
@@ -318,129 +286,41 @@ class RedisBudget:
         """Queue in the gate; at its turn, ask Redis (or the fallback) until admitted or past the deadline."""
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
-        gate = self._gate
+        gate, link = self._gate, self._link
         waiter = gate.join(cost, lane)
         try:
             while True:
                 await gate.turn(waiter, deadline)
-                self._kick.clear()
-                if loop.time() < self._down_until:
+                link.written.clear()
+                local = self._fallback.engaged(loop.time())
+                if local is not None:
                     # Redis is taken as down: the fallback admits (and waits) on its own.
                     left = None if deadline is None else max(0.0, deadline - loop.time())
-                    admission: Admission = await self._local_budget().acquire(cost, priority=lane, timeout=left)
+                    admission: Admission = await local.acquire(cost, priority=lane, timeout=left)
                     break
                 member = uuid.uuid4().hex
-                admitted, wait, daily = await self._ask(cost, member, loop, deadline)
+                admitted, wait, daily = await self._ask(cost, member, deadline)
                 now = loop.time()
                 if admitted:
                     admission = RedisReservation(self, member, now, cost)
                     break
                 if deadline is not None and (wait is None or now + wait > deadline):
                     raise refusal(now, wait, daily, shared=True)
-                await self._wait_for_kick(None if wait is None else now + wait, loop)
+                await link.wait_for_write(None if wait is None else now + wait)
             self._charged += cost
             gate.admitted(waiter)
             return admission
         finally:
             gate.leave(waiter)
 
-    async def _wait_for_kick(self, until: float | None, loop: asyncio.AbstractEventLoop) -> None:
-        """Sleep until ``until`` (loop time; None: no limit) or a local settle, hold or write, whichever is first."""
-        kick = asyncio.ensure_future(self._kick.wait())
+    async def _ask(self, cost: float, member: str, deadline: float | None) -> Verdict:
+        """Ask Redis to admit ``member``; if it does not answer, raise (``"fail"``) or fall back for a moment."""
         try:
-            delay = None if until is None else until - loop.time()
-            if delay is None or delay > 0:
-                await asyncio.wait({kick}, timeout=delay)
-        finally:
-            if not kick.done():
-                kick.cancel()
-
-    async def _ask(
-        self, cost: float, member: str, loop: asyncio.AbstractEventLoop, deadline: float | None
-    ) -> tuple[bool, float | None, bool]:
-        """Run the admission script: (admitted, seconds to wait or None for never, daily blocks).
-
-        The round trip (with its NOSCRIPT reload) is bounded by ``redis_timeout`` and the deadline.
-        """
-        args: list[str | float] = [
-            self.requests_per_window, self.window * 1000, self.max_in_flight * 1000, cost, self._daily_capacity,
-            self._refill_per_ms, member, min(100.0, self.window * 50),
-        ]
-        bound = self.redis_timeout
-        if deadline is not None:
-            bound = min(bound, max(deadline - loop.time(), _LEAST_ROUND_TRIP))
-        call = loop.create_task(self._admit_script(keys=self._keys, args=args))
-        try:
-            await asyncio.wait({call}, timeout=bound)  # never cancels the call: it may admit after we stop waiting
-        except asyncio.CancelledError:
-            self._track(self._release(call, member, cost))
-            raise
-        if not call.done():
-            self._track(self._release(call, member, cost))
-            self._redis_failed(TimeoutError(f"no answer within {bound:.2g} s"), loop)
-            return False, 0.0, False
-        try:
-            answer = call.result()
-        except _RedisErrors as error:
-            self._redis_failed(error, loop)
+            verdict = await self._link.admit(cost, member, deadline)
+        except UNANSWERED as error:
+            if self.on_redis_error == "fail":
+                raise BudgetUnavailableError(f"the shared budget's Redis did not answer: {error}") from error
+            self._fallback.failed(error, asyncio.get_running_loop().time())
             return False, 0.0, False  # the head loops once more, onto the fallback
-        if self._down_until > -math.inf:
-            logger.warning("Redis answers again: the shared budget %r is back in use", self.key)
-            self._down_until = -math.inf
-        admitted, wait_ms, daily = int(answer[0]), float(answer[1]), bool(int(answer[2]))
-        return bool(admitted), None if wait_ms < 0 else wait_ms / 1000.0, daily
-
-    async def _release(self, call: asyncio.Task[Any], member: str, cost: float) -> None:
-        """An admission nobody waits for any more: once Redis has run it, give back what it took."""
-        try:
-            # Past window + max_in_flight a slot it took has freed by itself (unless Redis runs it later still).
-            answer = await asyncio.wait_for(call, self.window + self.max_in_flight)
-        except _Unanswered:
-            answer = None  # it may have admitted all the same: release it blindly
-        if answer is None or int(answer[0]):
-            self._spawn(self._release_script(keys=self._keys[:2], args=[member, cost, self._daily_capacity]))
-
-    def _redis_failed(self, error: BaseException, loop: asyncio.AbstractEventLoop) -> None:
-        if self.on_redis_error == "fail":
-            raise BudgetUnavailableError(f"the shared budget's Redis did not answer: {error}") from error
-        if self._down_until == -math.inf:  # it was up until now
-            logger.warning(
-                "Redis did not answer (%s): the budget %r falls back to a local %g share of its limits",
-                error, self.key, self._local_share,
-            )
-            # Redis may have admitted a full window just now, here and in other processes: the fallback starts
-            # with no free slot, so its share comes on top of nothing Redis admitted.
-            self._local_budget().hold(self.window)
-        self._down_until = loop.time() + min(1.0, self.window / 2)  # then ask Redis again
-
-    def _local_budget(self) -> RateBudget:
-        if self._local is None:
-            # The search window is a RedisBudget of its own, with a fallback of its own.
-            limits = attrs.evolve(self.limits.scaled(self._local_share), search_requests_per_window=None)
-            self._local = RateBudget(**attrs.asdict(limits))
-        return self._local
-
-    def _settle_slot(self, member: str) -> None:
-        self._spawn(self._settle_script(keys=self._keys[:1], args=[member, self.window * 1000]))
-
-    def _sync(self, hold: float, daily: float | None) -> None:
-        """Write a hold (seconds, finite and capped by the caller) and the daily tokens left through to Redis."""
-        args = [hold * 1000, -1 if daily is None else daily, self._daily_capacity, self._refill_per_ms]
-        self._spawn(self._sync_script(keys=self._keys[1:], args=args))
-
-    def _spawn(self, write: Awaitable[Any]) -> None:
-        """Send ``write`` to Redis in the background, giving up after ``redis_timeout``."""
-
-        async def run() -> None:
-            try:
-                await asyncio.wait_for(write, self.redis_timeout)
-            except _Unanswered as error:
-                logger.debug("a shared budget write to Redis failed: %r", error)
-            self._kick.set()
-
-        self._track(run())
-
-    def _track(self, work: Awaitable[None]) -> None:
-        task = asyncio.ensure_future(work)
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        self._fallback.answered()
+        return verdict

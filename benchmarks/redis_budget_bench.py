@@ -29,10 +29,10 @@ import uuid
 from redis.asyncio import Redis
 
 from pipedrive_channels import RateBudget
-from pipedrive_channels.redis_budget import RedisBudget
+from pipedrive_channels.budget import RedisBudget
 from pipedrive_channels.testing import FakePipedrive
 
-WORKER = pathlib.Path(__file__).resolve().parent.parent / "tests" / "test_redis_budget.py"
+WORKER = pathlib.Path(__file__).resolve().parent.parent / "tests" / "redis_worker.py"
 
 
 def start_redis() -> tuple[subprocess.Popen[bytes], int]:

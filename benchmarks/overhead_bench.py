@@ -36,17 +36,28 @@ from pipedrive_channels.models import converter
 
 TOKEN = "bench-access-token"
 CHANNEL = "bench-channel"
+PER_CALL_CONCURRENCY = 64
+
+
+START = datetime(2026, 1, 1, tzinfo=timezone.utc)
+
+
+def build_message(i: int) -> Message:
+    # 1,000 distinct ids: the server keeps updating the same messages, so its memory stays flat.
+    return Message(id=f"m-{i % 1000}", channel_id=CHANNEL, sender_id="customer", conversation_id=f"c-{i % 50}",
+                   message=f"benchmark message {i}", status=MessageStatus.DELIVERED,
+                   created_at=START + timedelta(seconds=i))
+
+
+def build_body(i: int) -> dict[str, object]:
+    """What a raw aiohttp user builds per call: the same JSON as ``build_message(i)`` sends, datetime formatted too."""
+    return {"id": f"m-{i % 1000}", "channel_id": CHANNEL, "sender_id": "customer", "conversation_id": f"c-{i % 50}",
+            "message": f"benchmark message {i}", "status": "delivered",
+            "created_at": (START + timedelta(seconds=i)).isoformat(" ", "minutes")[:16], "attachments": []}
 
 
 def build_messages(n: int) -> list[Message]:
-    start = datetime(2026, 1, 1, tzinfo=timezone.utc)
-    # 1,000 distinct ids: the server keeps updating the same messages, so its memory stays flat.
-    return [
-        Message(id=f"m-{i % 1000}", channel_id=CHANNEL, sender_id="customer", conversation_id=f"c-{i % 50}",
-                message=f"benchmark message {i}", status=MessageStatus.DELIVERED,
-                created_at=start + timedelta(seconds=i))
-        for i in range(n)
-    ]
+    return [build_message(i) for i in range(n)]
 
 
 async def run_calls(n: int, concurrency: int, call: Callable[[int], Awaitable[None]]) -> tuple[float, float]:
@@ -62,30 +73,34 @@ async def run_calls(n: int, concurrency: int, call: Callable[[int], Awaitable[No
     return time.perf_counter() - wall, time.process_time() - cpu
 
 
-async def raw_aiohttp(base_url: str, bodies: list[dict[str, object]], concurrency: int) -> tuple[float, float]:
+async def raw_aiohttp(
+    base_url: str, n: int, concurrency: int, body: Callable[[int], dict[str, object]]
+) -> tuple[float, float]:
+    """``n`` posts of ``body(i)`` through one bare aiohttp session."""
     url = f"{base_url}/channels/messages/receive"
     headers = {"Authorization": f"Bearer {TOKEN}"}
     async with aiohttp.ClientSession() as session:
 
         async def call(index: int) -> None:
-            async with session.post(url, json=bodies[index], headers=headers) as response:
+            async with session.post(url, json=body(index), headers=headers) as response:
                 payload = await response.json()
                 if response.status != 200 or not payload["success"]:
                     raise RuntimeError(f"raw call failed: {response.status}")
 
-        return await run_calls(len(bodies), concurrency, call)
+        return await run_calls(n, concurrency, call)
 
 
 async def sdk(
-    base_url: str, messages: list[Message], concurrency: int, retry: RetryPolicy | None = None
+    base_url: str, n: int, concurrency: int, message: Callable[[int], Message], retry: RetryPolicy | None = None
 ) -> tuple[float, float]:
+    """``n`` ``receive_message(message(i))`` calls through one ``ChannelsClient``."""
     budget = RateBudget.unlimited()
     async with ChannelsClient(TOKEN, base_url=base_url, budget=budget, retry=retry) as client:
 
         async def call(index: int) -> None:
-            await client.receive_message(messages[index])
+            await client.receive_message(message(index))
 
-        return await run_calls(len(messages), concurrency, call)
+        return await run_calls(n, concurrency, call)
 
 
 class _Answer:
@@ -152,37 +167,61 @@ def start_server() -> tuple[subprocess.Popen[str], str]:
     return server, f"{line[1]}/v1"
 
 
+def _table(title: str, n: int, runs: dict[str, list[tuple[float, float]]]) -> None:
+    """Print calls/s, CPU per call and SDK/raw ratios; ``runs`` maps a side to its rounds, raw first."""
+    print(title)
+    print(f"{'client':>21} {'calls/s':>9} {'ratio':>6} {'median':>6} {'CPU us':>7} {'CPU ratio':>9}")
+    raw_name = next(iter(runs))
+    raw_wall, raw_cpu = min(runs[raw_name])
+    for name, results in runs.items():
+        wall, cpu = min(results)
+        median = statistics.median(raw[0] / ours[0] for raw, ours in zip(runs[raw_name], results, strict=True))
+        print(f"{name:>21} {n / wall:>9,.0f} {raw_wall / wall:>6.2f} {median:>6.2f} {cpu / n * 1e6:>7.1f} "
+              f"{raw_cpu / cpu:>9.2f}")
+
+
 async def measure(base_url: str, n: int, concurrencies: Sequence[int], rounds: int) -> None:
     messages = build_messages(n)
     bodies = [converter.unstructure(message) for message in messages]
-    await sdk(base_url, messages[:500], 8)  # warm up both paths and the server
-    await raw_aiohttp(base_url, bodies[:500], 8)
+    await sdk(base_url, 500, 8, messages.__getitem__)  # warm up both paths and the server
+    await raw_aiohttp(base_url, 500, 8, bodies.__getitem__)
     await sdk_without_http(messages)
     print(f"N={n:,} receive_message calls per run, {rounds} alternating rounds; fake server in its own process")
-    print("calls/s and client CPU per call of the best round; ratio = SDK/raw (best rounds, and median of rounds);")
-    print("'sdk' has the default RetryPolicy(), 'no retry' RetryPolicy.none(): the happy path must not tell them apart")
-    print(f"{'concurrency':>11} {'client':>9} {'calls/s':>9} {'ratio':>6} {'median':>6} {'CPU us':>7} {'CPU ratio':>9}")
+    print("calls/s and client CPU per call of the best round; ratio = SDK/raw (best rounds, and median of rounds)")
+    # The case a user runs: each call builds its Message (validated) or, raw, its dict; the default RetryPolicy().
+    runs: dict[str, list[tuple[float, float]]] = {"raw, dict per call": [], "sdk, Message per call": []}
+    for _ in range(rounds):  # alternate, so drift on a shared machine hits every side alike
+        runs["raw, dict per call"].append(await raw_aiohttp(base_url, n, PER_CALL_CONCURRENCY, build_body))
+        runs["sdk, Message per call"].append(await sdk(base_url, n, PER_CALL_CONCURRENCY, build_message))
+    _table(f"\nper call (the headline case), concurrency {PER_CALL_CONCURRENCY}:", n, runs)
+    # Pre-built inputs isolate the SDK's transport path; 'no retry' must not differ from the default policy.
     for concurrency in concurrencies:
-        runs: dict[str, list[tuple[float, float]]] = {"raw": [], "sdk": [], "no retry": []}
-        for _ in range(rounds):  # alternate, so drift on a shared machine hits every side alike
-            runs["raw"].append(await raw_aiohttp(base_url, bodies, concurrency))
-            runs["sdk"].append(await sdk(base_url, messages, concurrency))
-            runs["no retry"].append(await sdk(base_url, messages, concurrency, RetryPolicy.none()))
-        raw_wall, raw_cpu = min(runs["raw"])
-        for name, results in runs.items():
-            wall, cpu = min(results)
-            median = statistics.median(raw[0] / ours[0] for raw, ours in zip(runs["raw"], results, strict=True))
-            print(f"{concurrency:>11} {name:>9} {n / wall:>9,.0f} {raw_wall / wall:>6.2f} {median:>6.2f} "
-                  f"{cpu / n * 1e6:>7.1f} {raw_cpu / cpu:>9.2f}")
+        runs = {"raw": [], "sdk": [], "sdk, no retry": []}
+        for _ in range(rounds):
+            runs["raw"].append(await raw_aiohttp(base_url, n, concurrency, bodies.__getitem__))
+            runs["sdk"].append(await sdk(base_url, n, concurrency, messages.__getitem__))
+            runs["sdk, no retry"].append(
+                await sdk(base_url, n, concurrency, messages.__getitem__, RetryPolicy.none())
+            )
+        _table(f"\npre-built messages and bodies, concurrency {concurrency}:", n, runs)
+
+
+SIDES = ("raw", "sdk", "raw-per-call", "sdk-per-call")
 
 
 async def one_side(side: str, base_url: str, n: int, concurrency: int) -> None:
-    """Run only one side (for callgrind): ``raw`` or ``sdk``."""
-    messages = build_messages(n)
-    if side == "raw":
-        await raw_aiohttp(base_url, [converter.unstructure(m) for m in messages], concurrency)
+    """Run only one side (for callgrind): one of ``SIDES``."""
+    if side == "raw-per-call":
+        await raw_aiohttp(base_url, n, concurrency, build_body)
+    elif side == "sdk-per-call":
+        await sdk(base_url, n, concurrency, build_message)
     else:
-        await sdk(base_url, messages, concurrency)
+        messages = build_messages(n)
+        if side == "raw":
+            bodies = [converter.unstructure(m) for m in messages]
+            await raw_aiohttp(base_url, n, concurrency, bodies.__getitem__)
+        else:
+            await sdk(base_url, n, concurrency, messages.__getitem__)
 
 
 def instructions(base_url: str, concurrencies: Sequence[int]) -> None:
@@ -196,12 +235,15 @@ def instructions(base_url: str, concurrencies: Sequence[int]) -> None:
         output = subprocess.run(command, capture_output=True, text=True, check=True).stderr
         return int(re.search(r"Collected : (\d+)", output).group(1))  # type: ignore[union-attr]
 
-    print("instructions per call under callgrind (marginal cost of 1,000 calls):")
-    for concurrency in concurrencies:
-        per_call = {side: (count(side, 1300, concurrency) - count(side, 300, concurrency)) / 1000
-                    for side in ("raw", "sdk")}
-        print(f"  concurrency {concurrency:>3}: raw {per_call['raw']:,.0f}, sdk {per_call['sdk']:,.0f}, "
-              f"ratio raw/sdk {per_call['raw'] / per_call['sdk']:.3f}")
+    def per_call(side: str, concurrency: int) -> float:
+        return (count(side, 1300, concurrency) - count(side, 300, concurrency)) / 1000
+
+    print("\ninstructions per call under callgrind (marginal cost of 1,000 calls):")
+    cases = [("per call", "-per-call", PER_CALL_CONCURRENCY)] + [("pre-built", "", c) for c in concurrencies]
+    for name, suffix, concurrency in cases:
+        raw, ours = per_call("raw" + suffix, concurrency), per_call("sdk" + suffix, concurrency)
+        print(f"  {name:>9}, concurrency {concurrency:>3}: raw {raw:,.0f}, sdk {ours:,.0f}, ratio raw/sdk "
+              f"{raw / ours:.3f}")
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -210,7 +252,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 64])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--instructions", action="store_true", help="also count instructions with callgrind")
-    parser.add_argument("--side", choices=["raw", "sdk"], help=argparse.SUPPRESS)
+    parser.add_argument("--side", choices=SIDES, help=argparse.SUPPRESS)
     parser.add_argument("--base-url", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.side:

@@ -1,16 +1,20 @@
 """What the SDK costs per call over raw aiohttp, measured in one run against the same fake server.
 
 The fake Pipedrive runs in its own process (as a real server would be elsewhere), so its CPU is charged to
-neither side. For each concurrency, N ``receive_message`` calls go through ``ChannelsClient`` and N posts of
-the same JSON through one bare ``aiohttp.ClientSession``, alternating, best of ``--rounds``. The SDK's budget
-is ``RateBudget.unlimited()``: this measures the SDK's own cost, not Pipedrive's limits. Printed: calls/s,
-client CPU per call (process time, the figure that the 2-core machine makes honest), and SDK/raw ratios.
+neither side. The SDK's budget is ``RateBudget.unlimited()``: this measures the SDK's own cost, not Pipedrive's
+limits. Sides alternate round by round, and the best round and the median of the per-round ratios are printed,
+with calls/s and client CPU per call (process time).
+
+The headline case is the one a user runs: each of N calls builds its ``Message`` (validated, as every call does)
+and sends it with the default ``RetryPolicy()`` at concurrency 64; raw aiohttp builds the same JSON as a dict per
+call and posts it. Then, per ``--concurrency``, pre-built messages and bodies isolate the SDK's transport path, with
+``RetryPolicy.none()`` beside the default (the happy path must not tell them apart).
 
     python benchmarks/overhead_bench.py [--n 20000] [--concurrency 1 64] [--rounds 5] [--instructions]
 
-Wall-clock ratios on a shared 2-core machine swing by +-10% between runs. ``--instructions`` adds the figure
-that moves far less (about 2% between runs here): each side runs in its own process under valgrind's callgrind,
-twice (300 and 1,300 calls), and the difference gives the instructions each call costs.
+Wall-clock ratios on a shared 2-core machine swing by +-10-20% between runs. ``--instructions`` adds the figure
+that moves far less: each side runs in its own process under valgrind's callgrind, twice (300 and 1,300 calls),
+and the difference gives the instructions each call costs, for the headline case and each pre-built one.
 """
 
 from __future__ import annotations

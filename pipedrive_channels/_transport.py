@@ -162,11 +162,6 @@ class Transport:
         """Whether the token expires within the refresh margin (cheap, and no coroutine: checked before every send)."""
         return self._auth.refresh_due()
 
-    async def refresh_if_due(self) -> None:
-        """Refresh the token now if it expires within the margin; nothing is sent to the API."""
-        if self._auth.refresh_due():
-            await self.refresh(self._auth.generation)
-
     async def request(
         self,
         method: str,
@@ -190,7 +185,7 @@ class Transport:
             raise RuntimeError(_CLOSED if self._state is _State.CLOSED else _NOT_OPEN)
         http = self._http
         assert http is not None  # an open transport always has its aiohttp session
-        if self._auth.refresh_due():  # as refresh_if_due(), without a coroutine per request when it is not due
+        if self._auth.refresh_due():  # without a coroutine per request when it is not due
             await self.refresh(self._auth.generation)
         self._follow_authorizer()
         failure: TransportError | None = None

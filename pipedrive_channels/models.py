@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import enum
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timezone
 from typing import Any
 
@@ -200,27 +200,20 @@ def format_datetime(value: datetime) -> str:
 
 
 # The leaf hooks raise TypeError/ValueError without a field name; _structure_model names the field.
-def _structure_str(value: Any, _: type) -> str:
-    if type(value) is not str:
-        raise TypeError(f"must be a string, got {_json_type(value)}")
-    return value
+def _exactly(cls: type, expected: str) -> Callable[[Any, type], Any]:
+    """A hook taking only values of type ``cls`` itself: no subclass (``True`` is not an int), no conversion."""
 
+    def structure(value: Any, _: type) -> Any:
+        if type(value) is not cls:
+            raise TypeError(f"must be {expected}, got {_json_type(value)}")
+        return value
 
-def _structure_int(value: Any, _: type) -> int:
-    if type(value) is not int:
-        raise TypeError(f"must be an integer, got {_json_type(value)}")
-    return value
+    return structure
 
 
 def _structure_float(value: Any, _: type) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         raise TypeError(f"must be a finite number, got {_json_type(value)}")
-    return value
-
-
-def _structure_bool(value: Any, _: type) -> bool:
-    if type(value) is not bool:
-        raise TypeError(f"must be true or false, got {_json_type(value)}")
     return value
 
 
@@ -315,10 +308,10 @@ as the spec types them: a numeric ID is refused, not converted. Anything else ra
 the class name when the value itself is not an object), and so does a missing required field.
 """
 
-converter.register_structure_hook(str, _structure_str)
-converter.register_structure_hook(int, _structure_int)
+converter.register_structure_hook(str, _exactly(str, "a string"))
+converter.register_structure_hook(int, _exactly(int, "an integer"))
 converter.register_structure_hook(float, _structure_float)
-converter.register_structure_hook(bool, _structure_bool)
+converter.register_structure_hook(bool, _exactly(bool, "true or false"))
 converter.register_structure_hook(datetime, _structure_datetime)
 converter.register_structure_hook_func(lambda cls: cls == tuple[Attachment, ...], _structure_attachments)
 converter.register_structure_hook(MessageStatus, lambda value, _: _to_status(value))

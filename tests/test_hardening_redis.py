@@ -105,7 +105,7 @@ async def test_a_stalled_redis_engages_the_fallback_within_the_timeout_in_local_
     with stalled(server):
         reservation = await asyncio.wait_for(budget.acquire(1, timeout=1), GUARD)
     assert not isinstance(reservation, RedisReservation)  # the local fallback admitted it
-    assert budget._local is not None and budget._local.stats().requests_admitted == 1
+    assert budget._fallback.local is not None and budget._fallback.local.stats().requests_admitted == 1
     await asyncio.wait_for(budget.aclose(), GUARD)
 
 

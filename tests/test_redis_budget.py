@@ -243,7 +243,7 @@ async def test_redis_restarted_mid_run_local_mode(
     assert not errors
     falls = [r for r in caplog.records if "falls back" in r.getMessage()]
     assert len(falls) == 1  # logged once
-    assert budget._local is not None and budget._local.stats().requests_admitted > 0
+    assert budget._fallback.local is not None and budget._fallback.local.stats().requests_admitted > 0
     assert await redis.exists(f"{key}:slots")  # back on Redis
 
 

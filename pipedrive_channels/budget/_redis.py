@@ -275,11 +275,6 @@ class RedisBudget:
         """
         await self._link.aclose()
 
-    @property
-    def _local(self) -> RateBudget | None:
-        """The local fallback, once Redis has failed to answer (None until then)."""
-        return self._fallback.local
-
     # -- internals ------------------------------------------------------------------------------------------
 
     async def _admit(self, cost: float, lane: Priority, timeout: float | None) -> Admission:

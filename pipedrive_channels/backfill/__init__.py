@@ -30,11 +30,11 @@ from collections.abc import AsyncIterable, Callable, Iterable, Mapping
 
 import attrs
 
+from .._journal import Checkpoint, CheckpointError, CheckpointLockedError
 from .._wire import RECEIVE_MESSAGE
 from ..budget import Budget, Priority
 from ..client import ChannelsClient
 from ..models import Message
-from ._checkpoint import Checkpoint, CheckpointError, CheckpointLockedError
 from ._input import BadInput, read_jsonl, shard_of
 from ._pipeline import MAX_CONCURRENCY, _Options, _Pipeline
 from ._tally import BackfillReport, Failure, Progress

@@ -15,12 +15,12 @@ from typing import Any
 
 import attrs
 
+from .._journal import Checkpoint
 from .._wire import dumps
 from ..budget import Priority
 from ..client import ChannelsClient
 from ..errors import ApiError, BudgetExhaustedError, BudgetTimeoutError, RateLimitError, TransportError, ValidationError
 from ..models import Message, converter
-from ._checkpoint import Checkpoint
 from ._input import BadInput, shard_of
 from ._tally import Progress, _Tally
 

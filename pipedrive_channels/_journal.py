@@ -1,4 +1,4 @@
-"""The back-fill journal: a SQLite file of delivered and failed records and added channels, one run at a time."""
+"""The journal: a SQLite file (WAL mode) a run keeps its state in, one run at a time (back-fills and targets)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, BinaryIO
 
-from ..errors import PipedriveError
+from .errors import PipedriveError
 
 if sys.platform == "win32":
     import msvcrt
@@ -62,13 +62,13 @@ class Checkpoint:
             self._lock_file.close()
             raise CheckpointError(f"checkpoint {self.path}: {error}") from error
         try:
-            self._sql("PRAGMA journal_mode=WAL")
-            self._sql("PRAGMA synchronous=NORMAL")
-            self._sql(
+            self.execute("PRAGMA journal_mode=WAL")
+            self.execute("PRAGMA synchronous=NORMAL")
+            self.execute(
                 "CREATE TABLE IF NOT EXISTS records (key BLOB PRIMARY KEY, message_id TEXT NOT NULL, failure TEXT)"
                 " WITHOUT ROWID"
             )
-            self._sql("CREATE TABLE IF NOT EXISTS channels (provider_channel_id TEXT PRIMARY KEY)")
+            self.execute("CREATE TABLE IF NOT EXISTS channels (provider_channel_id TEXT PRIMARY KEY)")
         except CheckpointError:
             self.close()
             raise
@@ -84,7 +84,12 @@ class Checkpoint:
     ) -> None:
         self.close()
 
-    def _sql(self, query: str, parameters: tuple[Any, ...] = ()) -> sqlite3.Cursor:
+    def execute(self, query: str, parameters: tuple[Any, ...] = ()) -> sqlite3.Cursor:
+        """Run one statement on the journal (autocommit: committed when it returns).
+
+        A target keeps its own tables here (``CREATE TABLE IF NOT EXISTS``, names prefixed with the target's).
+        :raises CheckpointError: any SQLite error (a full disk, a read-only file, a corrupt journal).
+        """
         try:
             return self._db.execute(query, parameters)
         except sqlite3.Error as error:  # a full disk, a read-only file, a corrupt journal: the run cannot go on
@@ -92,29 +97,29 @@ class Checkpoint:
 
     def delivered(self, key: bytes) -> bool:
         """Whether the record with this key was delivered (a failed one is not: a re-run tries it again)."""
-        row = self._sql("SELECT failure FROM records WHERE key = ?", (key,)).fetchone()
+        row = self.execute("SELECT failure FROM records WHERE key = ?", (key,)).fetchone()
         return row is not None and row[0] is None
 
     def record(self, key: bytes, message_id: str, failure: str | None = None) -> None:
         """Journal a record as delivered (``failure`` None) or failed with that reason; committed at once."""
-        self._sql("INSERT OR REPLACE INTO records VALUES (?, ?, ?)", (key, message_id, failure))
+        self.execute("INSERT OR REPLACE INTO records VALUES (?, ?, ?)", (key, message_id, failure))
 
     def is_empty(self) -> bool:
         """Whether no record was journalled yet (a fresh run need not look anything up)."""
-        return self._sql("SELECT 1 FROM records LIMIT 1").fetchone() is None
+        return self.execute("SELECT 1 FROM records LIMIT 1").fetchone() is None
 
     def has_channel(self, provider_channel_id: str) -> bool:
         """Whether ``ensure_channels`` already added this channel in an earlier run."""
         query = "SELECT 1 FROM channels WHERE provider_channel_id = ?"
-        return self._sql(query, (provider_channel_id,)).fetchone() is not None
+        return self.execute(query, (provider_channel_id,)).fetchone() is not None
 
     def add_channel(self, provider_channel_id: str) -> None:
         """Journal a channel as added."""
-        self._sql("INSERT OR IGNORE INTO channels VALUES (?)", (provider_channel_id,))
+        self.execute("INSERT OR IGNORE INTO channels VALUES (?)", (provider_channel_id,))
 
     def counts(self) -> tuple[int, int]:
         """(delivered, failed) records in the journal."""
-        delivered, failed = self._sql("SELECT COUNT(*) - COUNT(failure), COUNT(failure) FROM records").fetchone()
+        delivered, failed = self.execute("SELECT COUNT(*) - COUNT(failure), COUNT(failure) FROM records").fetchone()
         return int(delivered), int(failed)
 
     def close(self) -> None:

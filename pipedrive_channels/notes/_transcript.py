@@ -24,7 +24,7 @@ MAX_NOTE_CHARS = 100_000
 GroupBy = Literal["day", "conversation"]
 """How a conversation's lines are grouped into notes: one group per UTC day, or one for the whole conversation."""
 
-# Spaces after the status pad it to the longest one: HTML shows them as one, and the line keeps its length.
+# A status update must not move a part boundary (which would rewrite every later note): see line_of.
 _STATUS_WIDTH = max(len(status.value) for status in MessageStatus)
 _CUT = " [... cut: too long for one note]"
 # What a cut line may add after the kept prefix: a closing </a> (when cut inside a link), the marker, </p>.
@@ -45,9 +45,10 @@ def group_of(message: Message, group_by: GroupBy) -> str:
 def line_of(message: Message) -> str:
     """One message's transcript line, HTML: ``<p>YYYY-MM-DD HH:MM sender (status): text links</p>``.
 
-    The time is ``created_at`` in UTC; the text, the sender and the attachments' names are HTML-escaped (a
-    ``<script>`` arrives as text), newlines in the text become ``<br>``; each attachment is a link
-    (``<a href="url">name or url</a>``).
+    The time is ``created_at`` in UTC; the status is padded with spaces (HTML shows them as one) to the longest
+    status's width, so the line's length does not depend on it; the text, the sender and the attachments' names
+    are HTML-escaped (a ``<script>`` arrives as text), newlines in the text become ``<br>``; each attachment is a
+    link (``<a href="url">name or url</a>``), after the text.
     """
     text = html.escape(message.message)
     if "\r" in text:

@@ -22,6 +22,22 @@ def not_found(error: str) -> JsonDict:
     return invalid(error, "NOT_FOUND")
 
 
+class Refused(Exception):
+    """A request check that failed, raised by the persons and notes checks and answered as :meth:`answer`."""
+
+    def __init__(self, field: str, problem: str, status: int = 400) -> None:
+        super().__init__(f"{field}: {problem}")
+        self.field = field
+        self.problem = problem
+        self.status = status
+
+    def answer(self) -> tuple[int, JsonDict]:
+        """``(status, body)``: the body's ``error`` names the field first, as Pipedrive's validator does."""
+        if self.status == 404:
+            return 404, not_found(self.problem)
+        return self.status, invalid(f"Validation failed: {self.field}: {self.problem}", "ERR_SCHEMA_VALIDATION_FAILED")
+
+
 def oauth_error(error: str, message: str) -> JsonDict:
     """The token endpoint's error body, e.g. ``invalid_grant``."""
     return {"success": False, "error": error, "message": message}

@@ -21,6 +21,7 @@ class Fault:
     status: int | None
     headers: Mapping[str, str]
     body: object
+    method: str | None = None  # only requests of this method count (None: any)
 
     def response(self, rate_headers: Mapping[str, str]) -> web.Response:
         """The answer: ``body`` as JSON, or sent raw as ``text/html`` when it is ``str``/``bytes``."""
@@ -60,10 +61,10 @@ class FaultPlan:
     def clear_random(self) -> None:
         self._random.clear()
 
-    def take(self, path: str) -> Fault | None:
+    def take(self, path: str, method: str) -> Fault | None:
         """The fault this request gets, if any, counted against its plan."""
         for fault in self._scheduled:
-            if fault.path is None or path.endswith(fault.path):
+            if (fault.path is None or path.endswith(fault.path)) and fault.method in (None, method):
                 fault.remaining -= 1
                 if fault.remaining == 0:
                     self._scheduled.remove(fault)

@@ -13,6 +13,8 @@ class RateWindows:
 
     def __init__(self) -> None:
         self._windows: dict[str, deque[float]] = {}
+        self.peak = 0
+        """The most requests any key had in its window so far."""
 
     def count(self, key: str, now: float, limit: int) -> tuple[dict[str, str], bool]:
         """Count one request for ``key``; return the ``x-ratelimit-*`` headers and whether it is over ``limit``."""
@@ -22,6 +24,7 @@ class RateWindows:
         while window and window[0] <= now - WINDOW:
             window.popleft()
         window.append(now)  # rejected requests count too, as Pipedrive counts every request
+        self.peak = max(self.peak, len(window))
         headers = {
             "x-ratelimit-limit": str(limit),
             "x-ratelimit-remaining": str(max(0, limit - len(window))),

@@ -1,49 +1,28 @@
-"""The fake's HTTP server: its lifecycle, routes, knobs and the record of every request it saw."""
+"""The fake's HTTP server: its lifecycle, knobs, what it holds, and the faults it injects."""
 
 from __future__ import annotations
 
-import asyncio
-import bisect
-import json
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
 from time import monotonic
-from types import TracebackType
-from typing import Any
+from types import MappingProxyType, TracebackType
 
 from aiohttp import web
 
-from ._envelopes import UNAUTHORIZED, JsonDict, error_body
+from ._envelopes import JsonDict
 from ._faults import Fault, FaultPlan
+from ._notes import Notes
 from ._oauth import Authority
+from ._persons import Persons
 from ._rate import RateWindows
-from ._store import Operation, Store
-from ._validation import valid_channel
+from ._routes import RecordedRequest, Routes
+from ._store import Store
 
-_PREFIXES = ("/v1", "/api/v1")  # "/api/v1" is what "{api_domain}/api/v1" base URLs hit.
-_SECRET_HEADERS = frozenset({"authorization", "x-api-token"})
-
-
-@dataclass(frozen=True, slots=True)
-class RecordedRequest:
-    """One request that reached the fake, as listed in :attr:`FakePipedrive.requests`."""
-
-    method: str
-    """HTTP method, e.g. ``"POST"``."""
-    path: str
-    """The raw path, still percent-encoded (``/v1/channels/a%2Fb``), without the query string."""
-    headers: dict[str, str]
-    """Request headers; ``Authorization`` and ``x-api-token`` values are replaced by ``"<redacted>"``."""
-    json: Any
-    """The parsed JSON body, or None (no body, invalid JSON, or a form body sent to the token endpoint)."""
-    at: float
-    """``time.monotonic()`` when the request arrived."""
-    status: int | None
-    """The status answered, or None for a connection dropped by :meth:`~FakePipedrive.drop_next`."""
+__all__ = ["FakePipedrive", "RecordedRequest"]
 
 
 class FakePipedrive:
-    """A fake Pipedrive serving the Channels API and OAuth token endpoint on ``127.0.0.1``.
+    """A fake Pipedrive serving the Channels API, v2 persons, v1 notes and the OAuth token endpoint on ``127.0.0.1``.
 
     Use it as an async context manager (or call :meth:`start` and :meth:`close`). The public attributes
     (``latency``, ``refresh_failures``, ``api_domain``, ...) are plain knobs: assign them at any time.
@@ -52,7 +31,8 @@ class FakePipedrive:
     :param client_secret: the OAuth client secret the token endpoint accepts.
     :param access_token_ttl: lifetime in seconds of the access tokens issued, also sent as ``expires_in``.
     :param rate_limit: requests per token per rolling 2-second window, sent as ``x-ratelimit-limit``.
-    :param enforce_rate_limit: answer 429 to requests beyond ``rate_limit`` in the window.
+    :param enforce_rate_limit: answer 429 to requests beyond ``rate_limit`` in the window, and to searches beyond
+        10 in their own window (``x-ratelimit-reset`` then says when the search window frees a slot).
     :param api_domain: ``api_domain`` sent in token responses; None means :attr:`root_url`. The SDK follows only
         an https Pipedrive ``api_domain``, so a client of the fake passes ``base_url=fake.base_url``.
     """
@@ -84,15 +64,23 @@ class FakePipedrive:
         self.token_latency = 0.0
         """Seconds the token endpoint sleeps before answering."""
         self.latency = 0.0
-        """Seconds every Channels endpoint sleeps before answering."""
+        """Seconds every API endpoint (all but OAuth's) sleeps before answering."""
         self.requests: list[RecordedRequest] = []
-        """Every request to the Channels, token and authorize endpoints, in arrival order."""
+        """Every request to the API, token and authorize endpoints, in arrival order."""
         self.token_requests = 0
         """Number of requests that reached the token endpoint."""
+        self.tokens_spent = 0
+        """Tokens spent at the server: each request a route answered itself (any status: 200, 400, 404) adds its
+        documented ``x-token-cost``; 401s, 429s, injected faults and dropped connections add nothing. Assign 0 to
+        start measuring afresh."""
         self._oauth = Authority(self)
         self._store = Store(self)
+        people: dict[int, JsonDict] = {}
+        self._notes = Notes(people)
+        self._persons = Persons(people, self._notes.contents_of, self._notes.forget)
         self._faults = FaultPlan()
         self._windows = RateWindows()  # kept across restarts, as the tokens are
+        self._search_windows = RateWindows()
         self._runner: web.AppRunner | None = None
         self._root_url: str | None = None
 
@@ -102,7 +90,7 @@ class FakePipedrive:
         """Start listening on ``127.0.0.1:port`` (0 picks a free port)."""
         if self._runner is not None:
             raise RuntimeError("FakePipedrive is already started")
-        app = _Routes(self, self._oauth, self._store, self._faults, self._windows).app()
+        app = Routes(self, monotonic).app()
         # A short shutdown timeout: close() must not wait a minute for a handler stuck in `latency`.
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
         await runner.setup()
@@ -221,9 +209,48 @@ class FakePipedrive:
             "template_support": template_support,
             **({} if avatar_url is None else {"avatar_url": avatar_url}),
         }
-        if not valid_channel(body):
-            raise ValueError(f"the add-channel endpoint would refuse this channel: {body!r}")
-        return self._store.put_channel(body)
+        return self._store.put_checked_channel(body)
+
+    @property
+    def persons(self) -> Mapping[int, JsonDict]:
+        """Stored persons by id, as ``GET /api/v2/persons/{id}`` answers them (read-only)."""
+        return MappingProxyType(self._persons.people)
+
+    @property
+    def notes(self) -> Mapping[int, JsonDict]:
+        """Stored notes by id: ``content`` exactly as sent, ``person_id``, ``add_time``, ``update_time``, ...
+        (read-only)."""
+        return MappingProxyType(self._notes.notes)
+
+    @property
+    def search_window_peak(self) -> int:
+        """The most search requests one token sent in any rolling 2 s so far (refused ones too): at most 10 means
+        the client kept to Pipedrive's search window."""
+        return self._search_windows.peak
+
+    def add_person(
+        self,
+        name: str,
+        *,
+        phones: Iterable[str] = (),
+        emails: Iterable[str] = (),
+        add_time: datetime | None = None,
+    ) -> int:
+        """Store a person as ``POST /api/v2/persons`` would, without a request; return its id.
+
+        :param phones: its phone numbers, the first one primary (and so with ``emails``).
+        :param add_time: when it was created (UTC when naive); search answers the oldest first. None: now.
+        :raises ValueError: the endpoint would refuse this person (an empty name, phone or email).
+        """
+        return self._persons.add_plain(name, phones, emails, add_time)
+
+    def delete_person(self, person_id: int) -> None:
+        """Delete a person and its notes, as ``DELETE /api/v2/persons/{id}`` does (later requests for it: 404).
+
+        :raises KeyError: no such person.
+        """
+        if not self._persons.remove(person_id):
+            raise KeyError(person_id)
 
     def add_collection(self, path: str, items: Sequence[JsonDict] = (), *, version: str = "v1") -> None:
         """Serve a small in-memory collection at ``path`` (e.g. ``"/deals"``) of API ``version``.
@@ -245,27 +272,33 @@ class FakePipedrive:
         headers: Mapping[str, str] | None = None,
         body: object = None,
         path: str | None = None,
+        method: str | None = None,
     ) -> None:
-        """Answer the next ``n`` Channels requests with ``status``, before checking their credentials.
+        """Answer the next ``n`` API requests (any route but OAuth's) with ``status``, before their credentials.
+
+        ``fake.fail_next(1, 400, body={"success": False, "error": "content: too long"}, path="/notes",
+        method="POST")`` makes the next note creation fail with that reason.
 
         :param headers: extra headers; they override the ``x-ratelimit-*`` headers sent anyway.
         :param body: a JSON value, or ``str``/``bytes`` sent raw as ``text/html`` (an HTML error page).
             None sends Pipedrive's error envelope for ``status``.
         :param path: only count requests whose raw path ends with this, e.g. ``"/messages/receive"``.
+        :param method: only count requests of this method, e.g. ``"POST"``.
         """
-        self._faults.schedule(Fault(n, path, status, dict(headers or {}), body))
+        self._faults.schedule(Fault(n, path, status, dict(headers or {}), body, _method(method)))
 
-    def drop_next(self, n: int, *, path: str | None = None) -> None:
-        """Read the next ``n`` Channels requests fully, then close the connection without answering.
+    def drop_next(self, n: int, *, path: str | None = None, method: str | None = None) -> None:
+        """Read the next ``n`` API requests fully, then close the connection without answering.
 
         :param path: only count requests whose raw path ends with this.
+        :param method: only count requests of this method.
         """
-        self._faults.schedule(Fault(n, path, None, {}, None))
+        self._faults.schedule(Fault(n, path, None, {}, None, _method(method)))
 
     def fail_randomly(
         self, probability: float, status: int | None, *, headers: Mapping[str, str] | None = None
     ) -> None:
-        """From now on, answer each Channels request with ``status`` (None: drop it) with ``probability``.
+        """From now on, answer each API request with ``status`` (None: drop it) with ``probability``.
 
         Several calls add independent faults, checked in order; ``clear_random_faults()`` removes them all.
         Scheduled faults (:meth:`fail_next`, :meth:`drop_next`) go first.
@@ -277,98 +310,5 @@ class FakePipedrive:
         self._faults.clear_random()
 
 
-class _Routes:
-    """The fake's HTTP side: each request through the fault plan, the credentials, the rate window and its operation.
-
-    It reads the fake's knobs at each request and appends to :attr:`FakePipedrive.requests`.
-    """
-
-    def __init__(
-        self, fake: FakePipedrive, oauth: Authority, store: Store, faults: FaultPlan, windows: RateWindows
-    ) -> None:
-        self._fake = fake
-        self._oauth = oauth
-        self._store = store
-        self._faults = faults
-        self._windows = windows
-
-    def app(self) -> web.Application:
-        app = web.Application()
-        store = self._store
-        for prefix in _PREFIXES:
-            app.router.add_post(f"{prefix}/channels", self._channels_handler(store.add_channel))
-            app.router.add_post(f"{prefix}/channels/messages/receive", self._channels_handler(store.receive))
-            # One catch-all route, split by hand on the raw path, so an id holding "%2F" stays one segment
-            # whatever aiohttp's router does with encoded slashes.
-            app.router.add_delete(f"{prefix}/channels/{{tail:.+}}", self._channels_handler(store.delete))
-        app.router.add_post("/oauth/token", self._token)
-        app.router.add_get("/oauth/authorize", self._authorize)
-        # Last, so the Channels routes above win: any other path may be a collection (add_collection).
-        for prefix in (*_PREFIXES, "/api/v2"):
-            app.router.add_get(f"{prefix}/{{tail:.+}}", self._channels_handler(store.collection_get))
-            app.router.add_post(f"{prefix}/{{tail:.+}}", self._channels_handler(store.collection_post))
-        return app
-
-    def _channels_handler(self, operation: Operation) -> Callable[[web.Request], Awaitable[web.Response]]:
-        async def handler(request: web.Request) -> web.Response:
-            return await self._serve_channels(request, operation)
-
-        return handler
-
-    async def _serve_channels(self, request: web.Request, operation: Operation) -> web.Response:
-        at = monotonic()
-        body = _parse_json(await request.read())
-        if self._fake.latency > 0:
-            await asyncio.sleep(self._fake.latency)
-        path = request.rel_url.raw_path
-        fault = self._faults.take(path) if self._faults else None
-        if fault is not None and fault.status is None:
-            self._record(request, path, body, at, None)
-            if request.transport is not None:
-                request.transport.close()
-            return web.Response()  # never sent: aiohttp sees the closed transport and gives up quietly
-        now = monotonic()
-        headers = request.headers
-        key, authorized = self._oauth.credential(headers.get("Authorization", ""), headers.get("x-api-token", ""), now)
-        rate_headers, over_limit = self._windows.count(key, now, self._fake.rate_limit)
-        if fault is not None:
-            response = fault.response(rate_headers)
-        elif not authorized:
-            response = web.json_response(UNAUTHORIZED, status=401, headers=rate_headers)
-        elif over_limit and self._fake.enforce_rate_limit:
-            response = web.json_response(error_body(429), status=429, headers=rate_headers)
-        else:
-            status, payload = operation(path, body, request.query)
-            response = web.json_response(payload, status=status, headers=rate_headers)
-        self._record(request, path, body, at, response.status)
-        return response
-
-    async def _token(self, request: web.Request) -> web.Response:
-        at = monotonic()
-        self._fake.token_requests += 1
-        form = await request.post()
-        if self._fake.token_latency > 0:
-            await asyncio.sleep(self._fake.token_latency)
-        fields = {k: v for k, v in form.items() if isinstance(v, str)}
-        status, payload = self._oauth.grant(request.content_type, request.headers.get("Authorization", ""), fields)
-        self._record(request, request.rel_url.raw_path, None, at, status)
-        return web.json_response(payload, status=status)
-
-    async def _authorize(self, request: web.Request) -> web.Response:
-        self._record(request, request.rel_url.raw_path, None, monotonic(), 200)
-        return web.json_response({"success": True, "query": dict(request.query)})
-
-    def _record(self, request: web.Request, path: str, body: Any, at: float, status: int | None) -> None:
-        headers = {k: "<redacted>" if k.lower() in _SECRET_HEADERS else v for k, v in request.headers.items()}
-        # Handlers finish out of order under latency; insert by arrival time (almost always at the end).
-        record = RecordedRequest(request.method, path, headers, body, at, status)
-        bisect.insort(self._fake.requests, record, key=lambda r: r.at)
-
-
-def _parse_json(raw: bytes) -> Any:
-    if not raw:
-        return None
-    try:
-        return json.loads(raw)
-    except ValueError:
-        return None
+def _method(method: str | None) -> str | None:
+    return None if method is None else method.upper()

@@ -1,4 +1,4 @@
-"""What the fake holds (channels, the messages of their conversations, generic collections) and the operations on it.
+"""What the fake holds for the Channels API (channels, their conversations' messages) and its generic collections.
 
 Each operation maps a request that passed the credential and rate checks, ``(raw path, parsed JSON body, query)``,
 to ``(status, JSON answer)``.
@@ -12,6 +12,7 @@ from datetime import datetime, timezone
 from typing import Any, Protocol
 from urllib.parse import unquote
 
+from ._costs import collection_cost
 from ._envelopes import JsonDict, invalid, not_found
 from ._validation import ADD_CHANNEL_ERROR, RECEIVE_ERROR, valid_channel, valid_message
 
@@ -54,6 +55,12 @@ class Store:
         }
         self.channels[provider_channel_id] = channel
         return channel
+
+    def put_checked_channel(self, body: JsonDict) -> JsonDict:
+        """:meth:`put_channel` for :meth:`FakePipedrive.add_channel`: ``ValueError`` where the endpoint answers 400."""
+        if not valid_channel(body):
+            raise ValueError(f"the add-channel endpoint would refuse this channel: {body!r}")
+        return self.put_channel(body)
 
     # -- the Channels operations ------------------------------------------------------------------------
 
@@ -112,6 +119,11 @@ class Store:
         else:
             additional = {"next_cursor": f"c{start + limit}" if more else None}
         return 200, {"success": True, "data": page, "additional_data": additional}
+
+    def collection_cost(self, method: str, path: str) -> int:
+        """What a collection request costs: a list, one of its items, or a write (see ``_costs``)."""
+        version, relative = _version_of(path)
+        return collection_cost(version, method, (version, relative) in self.collections)
 
     def collection_post(self, path: str, body: Any, query: Mapping[str, str]) -> tuple[int, JsonDict]:
         version, relative = _version_of(path)

@@ -1,0 +1,290 @@
+"""The persons the fake holds (Pipedrive's v2 ``/persons``): their checks, storage, and search.
+
+Search, as the fake answers ``GET /api/v2/persons/search``:
+
+- ``term`` is required: at least 2 characters, or 1 with ``exact_match`` (the spec's minimum), spaces at its ends
+  not counted.
+- ``fields`` is a comma list of ``name``, ``email``, ``phone``, ``notes`` (the contents of the person's notes)
+  and ``custom_fields`` (the fake holds none: it never matches); by default all of them.
+- ``exact_match=true``: a value matches when it equals the term as a whole; ``false`` (the default): when it
+  contains the term. Names, emails and notes compare case-insensitively. Phones compare as given with every
+  space removed from both sides (``+372 5555 5555`` matches ``+37255555555``), and nothing else normalised
+  (``(555)`` is not ``555``).
+- Results come oldest person first (``add_time``, then ``id``), ``limit`` (1 to 500, default 100) per page; the
+  opaque ``additional_data.next_cursor`` names the last person of the page (so a person added or deleted between
+  pages moves no other one), ``null`` on the last page.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import Callable, Iterable, Mapping
+from datetime import datetime, timezone
+from typing import Any
+
+from ._envelopes import JsonDict, Refused
+from ._params import path_id, query_flag, query_int
+
+SEARCH_FIELDS = ("name", "email", "phone", "notes", "custom_fields")
+_ENTRY_KEYS = frozenset({"value", "primary", "label"})
+_MAX_ENTRIES = 100  # emails or phones of one person: a bound on hostile input, far above any real person's
+_MAX_LIMIT = 500
+_OWNER_ID = 1
+_VISIBLE_TO = 3  # "owner's visibility group and sub-groups", Pipedrive's default
+
+
+def v2_time(moment: datetime) -> str:
+    """``2021-01-01T00:00:00Z``, as v2 answers times (UTC; a naive ``moment`` is taken as UTC)."""
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(timezone.utc)
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class Persons:
+    """The stored persons by id, as ``GET /api/v2/persons/{id}`` answers them, and their operations.
+
+    :param people: the dict to keep them in (shared with the notes, which need to know who exists).
+    :param notes_of: the contents of a person's notes (for ``fields=notes``).
+    :param forget_notes: delete a person's notes (a deleted person's notes go with it).
+    """
+
+    def __init__(
+        self,
+        people: dict[int, JsonDict],
+        notes_of: Callable[[int], Iterable[str]],
+        forget_notes: Callable[[int], None],
+    ) -> None:
+        self.people = people
+        self._notes_of = notes_of
+        self._forget_notes = forget_notes
+        self._last_id = 0
+
+    def add(
+        self,
+        name: str,
+        emails: Iterable[JsonDict] = (),
+        phones: Iterable[JsonDict] = (),
+        add_time: datetime | None = None,
+    ) -> JsonDict:
+        """Store a person whose fields passed the checks; its id is the next one (ids only increase)."""
+        self._last_id += 1
+        created = v2_time(add_time or datetime.now(timezone.utc))
+        first, _, last = name.partition(" ")
+        person: JsonDict = {
+            "id": self._last_id,
+            "name": name,
+            "first_name": first,
+            "last_name": last,
+            "owner_id": _OWNER_ID,
+            "org_id": None,
+            "add_time": created,
+            "update_time": created,
+            "emails": [dict(entry) for entry in emails],
+            "phones": [dict(entry) for entry in phones],
+            "is_deleted": False,
+            "visible_to": _VISIBLE_TO,
+            "label_ids": [],
+            "picture_id": None,
+            "custom_fields": {},
+        }
+        self.people[person["id"]] = person
+        return person
+
+    def add_plain(self, name: str, phones: Iterable[str], emails: Iterable[str], add_time: datetime | None) -> int:
+        """:meth:`FakePipedrive.add_person`: plain phones and emails (the first of each primary), checked as the
+        endpoint checks them (``ValueError`` where it answers 400); the new person's id."""
+        listed = {
+            field: [{"value": value, "primary": index == 0} for index, value in enumerate(values)]
+            for field, values in (("phones", phones), ("emails", emails))
+        }
+        try:
+            if not name.strip():
+                raise Refused("name", "is required: a non-empty string")
+            checked = {field: entries(listed, field) for field in listed}
+        except Refused as refused:
+            raise ValueError(f"the persons endpoint would refuse this person: {refused}") from None
+        return int(self.add(name, checked["emails"], checked["phones"], add_time)["id"])
+
+    def remove(self, person_id: int) -> bool:
+        """Delete a person and its notes; False when there is no such person."""
+        if self.people.pop(person_id, None) is None:
+            return False
+        self._forget_notes(person_id)
+        return True
+
+    # -- the operations ---------------------------------------------------------------------------------------
+
+    def create(self, path: str, body: Any, query: Mapping[str, str]) -> tuple[int, JsonDict]:
+        try:
+            if not isinstance(body, dict):
+                raise Refused("body", "must be a JSON object")
+            name = body.get("name")
+            if not isinstance(name, str) or not name.strip():
+                raise Refused("name", "is required: a non-empty string")
+            emails = entries(body, "emails")
+            phones = entries(body, "phones")
+            add_time = _add_time(body.get("add_time"))
+        except Refused as refused:
+            return refused.answer()
+        return 200, {"success": True, "data": self.add(name, emails, phones, add_time)}
+
+    def get(self, path: str, body: Any, query: Mapping[str, str]) -> tuple[int, JsonDict]:
+        try:
+            person = self._find(path)
+        except Refused as refused:
+            return refused.answer()
+        return 200, {"success": True, "data": person}
+
+    def delete(self, path: str, body: Any, query: Mapping[str, str]) -> tuple[int, JsonDict]:
+        try:
+            person = self._find(path)
+        except Refused as refused:
+            return refused.answer()
+        self.remove(person["id"])
+        return 200, {"success": True, "data": {"id": person["id"]}}
+
+    def search(self, path: str, body: Any, query: Mapping[str, str]) -> tuple[int, JsonDict]:
+        try:
+            exact = query_flag(query, "exact_match")
+            term = query.get("term", "").strip()
+            if len(term) < (1 if exact else 2):
+                raise Refused("term", f"is required: at least {1 if exact else 2} characters")
+            fields = _fields(query.get("fields"))
+            limit = query_int(query, "limit", 100, 1, _MAX_LIMIT)
+            after = _cursor(query.get("cursor"))
+        except Refused as refused:
+            return refused.answer()
+        found = []
+        for person in sorted(self.people.values(), key=_position):
+            if after is not None and _position(person) <= after:
+                continue
+            score = self._score(person, term, fields, exact)
+            if score is not None:
+                found.append((person, score))
+                if len(found) > limit:
+                    break
+        page, more = found[:limit], len(found) > limit
+        next_cursor = _encode_cursor(_position(page[-1][0])) if more else None
+        items = [{"result_score": score, "item": _search_item(person)} for person, score in page]
+        return 200, {"success": True, "data": {"items": items}, "additional_data": {"next_cursor": next_cursor}}
+
+    # -- helpers ----------------------------------------------------------------------------------------------
+
+    def _find(self, path: str) -> JsonDict:
+        person = self.people.get(path_id(path))
+        if person is None:
+            raise Refused("id", "Person not found", 404)
+        return person
+
+    def _score(self, person: JsonDict, term: str, fields: frozenset[str], exact: bool) -> float | None:
+        """The best match of ``term`` among the person's values in ``fields``: 1.0 when equal, else the share of the
+        value the term covers; None when nothing matches."""
+        best: float | None = None
+        for field in fields:
+            for value in self._values(person, field):
+                wanted, seen = _normal(field, term), _normal(field, value)
+                if (seen == wanted) if exact else (wanted in seen):
+                    best = max(best or 0.0, round(len(wanted) / max(len(seen), 1), 4))
+        return best
+
+    def _values(self, person: JsonDict, field: str) -> Iterable[str]:
+        if field == "name":
+            return (person["name"],)
+        if field == "email":
+            return (entry["value"] for entry in person["emails"])
+        if field == "phone":
+            return (entry["value"] for entry in person["phones"])
+        if field == "notes":
+            return self._notes_of(person["id"])
+        return ()  # custom_fields: the fake holds none
+
+
+def entries(body: JsonDict, field: str) -> list[JsonDict]:
+    """``emails`` or ``phones``: a list of ``{value, primary, label}`` (only ``value`` required); stored with
+    ``primary`` False and ``label`` ``"work"`` unless given."""
+    given = body.get(field, [])
+    if not isinstance(given, list):
+        raise Refused(field, "must be a list of {value, primary, label}")
+    if len(given) > _MAX_ENTRIES:
+        raise Refused(field, f"must hold at most {_MAX_ENTRIES} entries")
+    checked = []
+    for index, entry in enumerate(given):
+        where = f"{field}[{index}]"
+        if not isinstance(entry, dict):
+            raise Refused(where, "must be an object {value, primary, label}")
+        for key in entry.keys() - _ENTRY_KEYS:
+            raise Refused(f"{where}.{key}", "is not a field of an entry (value, primary, label)")
+        value, primary, label = entry.get("value"), entry.get("primary", False), entry.get("label", "work")
+        if not isinstance(value, str) or not value.strip():
+            raise Refused(f"{where}.value", "is required: a non-empty string")
+        if not isinstance(primary, bool):
+            raise Refused(f"{where}.primary", "must be a boolean")
+        if not isinstance(label, str):
+            raise Refused(f"{where}.label", "must be a string")
+        checked.append({"value": value, "primary": primary, "label": label})
+    return checked
+
+
+def _add_time(value: object) -> datetime | None:
+    """A person's optional ``add_time``: ``YYYY-MM-DDTHH:MM:SSZ`` or ``YYYY-MM-DD HH:MM:SS``, UTC."""
+    if value is None:
+        return None
+    for shape in ("%Y-%m-%dT%H:%M:%SZ", "%Y-%m-%d %H:%M:%S"):
+        try:
+            if isinstance(value, str):
+                return datetime.strptime(value, shape)
+        except ValueError:
+            continue
+    raise Refused("add_time", "must be a time, YYYY-MM-DDTHH:MM:SSZ")
+
+
+def _position(person: JsonDict) -> tuple[str, int]:
+    return person["add_time"], person["id"]
+
+
+def _normal(field: str, value: str) -> str:
+    return "".join(value.split()) if field == "phone" else value.casefold()
+
+
+def _fields(value: str | None) -> frozenset[str]:
+    if value is None:
+        return frozenset(SEARCH_FIELDS)
+    fields = frozenset(part.strip() for part in value.split(","))
+    unknown = sorted(fields - set(SEARCH_FIELDS))
+    if unknown:
+        raise Refused("fields", f"must be a comma list of {', '.join(SEARCH_FIELDS)}; got {unknown[0][:40]!r}")
+    return fields
+
+
+def _encode_cursor(position: tuple[str, int]) -> str:
+    return base64.urlsafe_b64encode(json.dumps(list(position)).encode()).decode().rstrip("=")
+
+
+def _cursor(value: str | None) -> tuple[str, int] | None:
+    if value is None:
+        return None
+    try:
+        add_time, person_id = json.loads(base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)))
+        if isinstance(add_time, str) and type(person_id) is int:
+            return add_time, person_id
+    except (ValueError, TypeError, binascii.Error):
+        pass
+    raise Refused("cursor", "is not a cursor this search answered")
+
+
+def _search_item(person: JsonDict) -> JsonDict:
+    """A search result's ``item``: phones and emails as plain strings, as the spec shows them."""
+    return {
+        "id": person["id"],
+        "type": "person",
+        "name": person["name"],
+        "phones": [entry["value"] for entry in person["phones"]],
+        "emails": [entry["value"] for entry in person["emails"]],
+        "visible_to": person["visible_to"],
+        "owner": {"id": person["owner_id"]},
+        "organization": None,
+        "custom_fields": [],
+        "notes": [],
+    }

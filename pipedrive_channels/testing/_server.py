@@ -202,14 +202,7 @@ class FakePipedrive:
         :param provider_type: ``"facebook"``, ``"whatsapp"`` or ``"other"``.
         :raises ValueError: the endpoint would refuse this channel (an empty id or name, an unknown type).
         """
-        body: JsonDict = {
-            "name": provider_channel_id if name is None else name,
-            "provider_channel_id": provider_channel_id,
-            "provider_type": provider_type,
-            "template_support": template_support,
-            **({} if avatar_url is None else {"avatar_url": avatar_url}),
-        }
-        return self._store.put_checked_channel(body)
+        return self._store.put_checked_channel(provider_channel_id, name, avatar_url, provider_type, template_support)
 
     @property
     def persons(self) -> Mapping[int, JsonDict]:
@@ -218,23 +211,16 @@ class FakePipedrive:
 
     @property
     def notes(self) -> Mapping[int, JsonDict]:
-        """Stored notes by id: ``content`` exactly as sent, ``person_id``, ``add_time``, ``update_time``, ...
-        (read-only)."""
+        """Stored notes by id (read-only): ``content`` exactly as sent, ``person_id``, ``add_time``, ..."""
         return MappingProxyType(self._notes.notes)
 
     @property
     def search_window_peak(self) -> int:
-        """The most search requests one token sent in any rolling 2 s so far (refused ones too): at most 10 means
-        the client kept to Pipedrive's search window."""
+        """The most searches one token sent in any rolling 2 s so far, refused ones too (10 at most: kept to)."""
         return self._search_windows.peak
 
     def add_person(
-        self,
-        name: str,
-        *,
-        phones: Iterable[str] = (),
-        emails: Iterable[str] = (),
-        add_time: datetime | None = None,
+        self, name: str, *, phones: Iterable[str] = (), emails: Iterable[str] = (), add_time: datetime | None = None
     ) -> int:
         """Store a person as ``POST /api/v2/persons`` would, without a request; return its id.
 
@@ -265,19 +251,12 @@ class FakePipedrive:
     # -- fault injection ----------------------------------------------------------------------------------
 
     def fail_next(
-        self,
-        n: int,
-        status: int,
-        *,
-        headers: Mapping[str, str] | None = None,
-        body: object = None,
-        path: str | None = None,
-        method: str | None = None,
+        self, n: int, status: int, *, headers: Mapping[str, str] | None = None, body: object = None,
+        path: str | None = None, method: str | None = None,
     ) -> None:
         """Answer the next ``n`` API requests (any route but OAuth's) with ``status``, before their credentials.
 
-        ``fake.fail_next(1, 400, body={"success": False, "error": "content: too long"}, path="/notes",
-        method="POST")`` makes the next note creation fail with that reason.
+        ``fail_next(1, 400, body={"success": False, "error": "why"}, path="/notes", method="POST")``: a note refused.
 
         :param headers: extra headers; they override the ``x-ratelimit-*`` headers sent anyway.
         :param body: a JSON value, or ``str``/``bytes`` sent raw as ``text/html`` (an HTML error page).
@@ -285,7 +264,7 @@ class FakePipedrive:
         :param path: only count requests whose raw path ends with this, e.g. ``"/messages/receive"``.
         :param method: only count requests of this method, e.g. ``"POST"``.
         """
-        self._faults.schedule(Fault(n, path, status, dict(headers or {}), body, _method(method)))
+        self._faults.schedule(Fault(n, path, status, dict(headers or {}), body, method))
 
     def drop_next(self, n: int, *, path: str | None = None, method: str | None = None) -> None:
         """Read the next ``n`` API requests fully, then close the connection without answering.
@@ -293,7 +272,7 @@ class FakePipedrive:
         :param path: only count requests whose raw path ends with this.
         :param method: only count requests of this method.
         """
-        self._faults.schedule(Fault(n, path, None, {}, None, _method(method)))
+        self._faults.schedule(Fault(n, path, None, {}, None, method))
 
     def fail_randomly(
         self, probability: float, status: int | None, *, headers: Mapping[str, str] | None = None
@@ -309,6 +288,3 @@ class FakePipedrive:
         """Stop the faults added by :meth:`fail_randomly`."""
         self._faults.clear_random()
 
-
-def _method(method: str | None) -> str | None:
-    return None if method is None else method.upper()

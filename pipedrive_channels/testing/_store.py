@@ -56,8 +56,17 @@ class Store:
         self.channels[provider_channel_id] = channel
         return channel
 
-    def put_checked_channel(self, body: JsonDict) -> JsonDict:
-        """:meth:`put_channel` for :meth:`FakePipedrive.add_channel`: ``ValueError`` where the endpoint answers 400."""
+    def put_checked_channel(
+        self, provider_channel_id: str, name: str | None, avatar_url: str | None, provider_type: str, template: bool
+    ) -> JsonDict:
+        """:meth:`FakePipedrive.add_channel`: :meth:`put_channel`, or ``ValueError`` where the endpoint answers 400."""
+        body: JsonDict = {
+            "name": provider_channel_id if name is None else name,
+            "provider_channel_id": provider_channel_id,
+            "provider_type": provider_type,
+            "template_support": template,
+            **({} if avatar_url is None else {"avatar_url": avatar_url}),
+        }
         if not valid_channel(body):
             raise ValueError(f"the add-channel endpoint would refuse this channel: {body!r}")
         return self.put_channel(body)

@@ -50,8 +50,6 @@ class FaultPlan:
         return bool(self._scheduled or self._random)
 
     def schedule(self, fault: Fault) -> None:
-        if fault.method is not None:
-            fault.method = fault.method.upper()
         if fault.remaining > 0:
             self._scheduled.append(fault)
 

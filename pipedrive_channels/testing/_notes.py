@@ -57,16 +57,13 @@ class Notes:
     # -- the operations ---------------------------------------------------------------------------------------
 
     def create(self, path: str, body: Any, query: Mapping[str, str]) -> tuple[int, JsonDict]:
-        try:
-            body = _object(body)
-            content = _content(body.get("content"))
-            owners = {key: body[key] for key in OWNERS if body.get(key) is not None}
-            if len(owners) != 1:
-                raise Refused("person_id", f"exactly one of {', '.join(OWNERS)} is required, got {len(owners)}")
-            owner = self._owner(owners)
-            add_time = _add_time(body.get("add_time")) or _now()
-        except Refused as refused:
-            return refused.answer()
+        body = _object(body)
+        content = _content(body.get("content"))
+        owners = {key: body[key] for key in OWNERS if body.get(key) is not None}
+        if len(owners) != 1:
+            raise Refused("person_id", f"exactly one of {', '.join(OWNERS)} is required, got {len(owners)}")
+        owner = self._owner(owners)
+        add_time = _add_time(body.get("add_time")) or _now()
         self._last_id += 1
         note: JsonDict = {
             "id": self._last_id,
@@ -85,48 +82,34 @@ class Notes:
         return 200, {"success": True, "data": self._answer(note)}
 
     def get(self, path: str, body: Any, query: Mapping[str, str]) -> tuple[int, JsonDict]:
-        try:
-            note = self._find(path)
-        except Refused as refused:
-            return refused.answer()
-        return 200, {"success": True, "data": self._answer(note)}
+        return 200, {"success": True, "data": self._answer(self._find(path))}
 
     def update(self, path: str, body: Any, query: Mapping[str, str]) -> tuple[int, JsonDict]:
         """``PUT``: change the fields given (``content``, ``add_time``, an owner id), under the create rules."""
-        try:
-            note = self._find(path)
-            body = _object(body)
-            changes: JsonDict = {}
-            if "content" in body:
-                changes["content"] = _content(body["content"])
-            owners = {key: body[key] for key in OWNERS if body.get(key) is not None}
-            if len(owners) > 1:
-                raise Refused("person_id", f"at most one of {', '.join(OWNERS)} may be given, got {len(owners)}")
-            if owners:
-                changes.update(dict.fromkeys(OWNERS), **self._owner(owners))
-            if (add_time := _add_time(body.get("add_time"))) is not None:
-                changes["add_time"] = add_time
-        except Refused as refused:
-            return refused.answer()
+        note = self._find(path)
+        body = _object(body)
+        changes: JsonDict = {}
+        if "content" in body:
+            changes["content"] = _content(body["content"])
+        owners = {key: body[key] for key in OWNERS if body.get(key) is not None}
+        if len(owners) > 1:
+            raise Refused("person_id", f"at most one of {', '.join(OWNERS)} may be given, got {len(owners)}")
+        if owners:
+            changes.update(dict.fromkeys(OWNERS), **self._owner(owners))
+        if (add_time := _add_time(body.get("add_time"))) is not None:
+            changes["add_time"] = add_time
         note.update(changes, update_time=_now())
         return 200, {"success": True, "data": self._answer(note)}
 
     def delete(self, path: str, body: Any, query: Mapping[str, str]) -> tuple[int, JsonDict]:
-        try:
-            note = self._find(path)
-        except Refused as refused:
-            return refused.answer()
-        del self.notes[note["id"]]
+        del self.notes[self._find(path)["id"]]
         return 200, {"success": True, "data": True}
 
     def list(self, path: str, body: Any, query: Mapping[str, str]) -> tuple[int, JsonDict]:
-        try:
-            wanted = {key: _owner_filter(query, key) for key in OWNERS if key in query}
-            start = query_int(query, "start", 0, 0)
-            limit = query_int(query, "limit", 100, 1, _MAX_LIMIT)
-            order = _sort(query.get("sort"))
-        except Refused as refused:
-            return refused.answer()
+        wanted = {key: _owner_filter(query, key) for key in OWNERS if key in query}
+        start = query_int(query, "start", 0, 0)
+        limit = query_int(query, "limit", 100, 1, _MAX_LIMIT)
+        order = _sort(query.get("sort"))
         found = [note for note in self.notes.values() if all(note[key] == value for key, value in wanted.items())]
         for key, descending in reversed(order):  # stable sorts, last key first
             found.sort(key=lambda note: note[key], reverse=descending)

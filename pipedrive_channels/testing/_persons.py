@@ -20,11 +20,12 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from datetime import datetime, timezone
 from typing import Any
 
 from ._envelopes import JsonDict, Refused
+from ._notes import Notes
 from ._params import path_id, query_flag, query_int
 
 SEARCH_FIELDS = ("name", "email", "phone", "notes", "custom_fields")
@@ -45,20 +46,13 @@ def v2_time(moment: datetime) -> str:
 class Persons:
     """The stored persons by id, as ``GET /api/v2/persons/{id}`` answers them, and their operations.
 
-    :param people: the dict to keep them in (shared with the notes, which need to know who exists).
-    :param notes_of: the contents of a person's notes (for ``fields=notes``).
-    :param forget_notes: delete a person's notes (a deleted person's notes go with it).
+    :param notes: the notes, which know who exists through ``people``: searched with ``fields=notes``, and deleted
+        with their person.
     """
 
-    def __init__(
-        self,
-        people: dict[int, JsonDict],
-        notes_of: Callable[[int], Iterable[str]],
-        forget_notes: Callable[[int], None],
-    ) -> None:
+    def __init__(self, people: dict[int, JsonDict], notes: Notes) -> None:
         self.people = people
-        self._notes_of = notes_of
-        self._forget_notes = forget_notes
+        self._notes = notes
         self._last_id = 0
 
     def add(
@@ -111,51 +105,37 @@ class Persons:
         """Delete a person and its notes; False when there is no such person."""
         if self.people.pop(person_id, None) is None:
             return False
-        self._forget_notes(person_id)
+        self._notes.forget(person_id)
         return True
 
     # -- the operations ---------------------------------------------------------------------------------------
 
     def create(self, path: str, body: Any, query: Mapping[str, str]) -> tuple[int, JsonDict]:
-        try:
-            if not isinstance(body, dict):
-                raise Refused("body", "must be a JSON object")
-            name = body.get("name")
-            if not isinstance(name, str) or not name.strip():
-                raise Refused("name", "is required: a non-empty string")
-            emails = entries(body, "emails")
-            phones = entries(body, "phones")
-            add_time = _add_time(body.get("add_time"))
-        except Refused as refused:
-            return refused.answer()
+        if not isinstance(body, dict):
+            raise Refused("body", "must be a JSON object")
+        name = body.get("name")
+        if not isinstance(name, str) or not name.strip():
+            raise Refused("name", "is required: a non-empty string")
+        emails, phones = entries(body, "emails"), entries(body, "phones")
+        add_time = _add_time(body.get("add_time"))
         return 200, {"success": True, "data": self.add(name, emails, phones, add_time)}
 
     def get(self, path: str, body: Any, query: Mapping[str, str]) -> tuple[int, JsonDict]:
-        try:
-            person = self._find(path)
-        except Refused as refused:
-            return refused.answer()
-        return 200, {"success": True, "data": person}
+        return 200, {"success": True, "data": self._find(path)}
 
     def delete(self, path: str, body: Any, query: Mapping[str, str]) -> tuple[int, JsonDict]:
-        try:
-            person = self._find(path)
-        except Refused as refused:
-            return refused.answer()
+        person = self._find(path)
         self.remove(person["id"])
         return 200, {"success": True, "data": {"id": person["id"]}}
 
     def search(self, path: str, body: Any, query: Mapping[str, str]) -> tuple[int, JsonDict]:
-        try:
-            exact = query_flag(query, "exact_match")
-            term = query.get("term", "").strip()
-            if len(term) < (1 if exact else 2):
-                raise Refused("term", f"is required: at least {1 if exact else 2} characters")
-            fields = _fields(query.get("fields"))
-            limit = query_int(query, "limit", 100, 1, _MAX_LIMIT)
-            after = _cursor(query.get("cursor"))
-        except Refused as refused:
-            return refused.answer()
+        exact = query_flag(query, "exact_match")
+        term = query.get("term", "").strip()
+        if len(term) < (1 if exact else 2):
+            raise Refused("term", f"is required: at least {1 if exact else 2} characters")
+        fields = _fields(query.get("fields"))
+        limit = query_int(query, "limit", 100, 1, _MAX_LIMIT)
+        after = _cursor(query.get("cursor"))
         found = []
         for person in sorted(self.people.values(), key=_position):
             if after is not None and _position(person) <= after:
@@ -197,7 +177,7 @@ class Persons:
         if field == "phone":
             return (entry["value"] for entry in person["phones"])
         if field == "notes":
-            return self._notes_of(person["id"])
+            return self._notes.contents_of(person["id"])
         return ()  # custom_fields: the fake holds none
 
 

@@ -7,16 +7,18 @@ import bisect
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from aiohttp import web
 
 from . import _costs
-from ._envelopes import UNAUTHORIZED, error_body
-from ._store import Operation
-
-if TYPE_CHECKING:
-    from ._server import FakePipedrive
+from ._envelopes import UNAUTHORIZED, Refused, error_body
+from ._faults import FaultPlan
+from ._notes import Notes
+from ._oauth import Authority
+from ._persons import Persons
+from ._rate import RateWindows
+from ._store import Operation, Store
 
 _PREFIXES = ("/v1", "/api/v1")  # "/api/v1" is what "{api_domain}/api/v1" base URLs hit.
 _V2 = "/api/v2"
@@ -46,6 +48,18 @@ class RecordedRequest:
     """The tokens it spent (see :attr:`FakePipedrive.tokens_spent`)."""
 
 
+class Knobs(Protocol):
+    """What the routes read of the fake at each request, and the tallies they keep on it."""
+
+    latency: float
+    token_latency: float
+    rate_limit: int
+    enforce_rate_limit: bool
+    requests: list[RecordedRequest]
+    token_requests: int
+    tokens_spent: int
+
+
 class Routes:
     """The fake's HTTP side: each request through the fault plan, the credentials, the rate windows and its operation.
 
@@ -53,17 +67,32 @@ class Routes:
     :attr:`FakePipedrive.requests`.
     """
 
-    def __init__(self, fake: FakePipedrive, clock: Callable[[], float]) -> None:
+    def __init__(
+        self,
+        fake: Knobs,
+        *,
+        oauth: Authority,
+        store: Store,
+        persons: Persons,
+        notes: Notes,
+        faults: FaultPlan,
+        windows: RateWindows,
+        search_windows: RateWindows,
+        clock: Callable[[], float],
+    ) -> None:
         self._fake = fake
-        self._clock = clock  # time.monotonic, as the fake's module sees it (tests replace it there)
-        self._oauth = fake._oauth
-        self._faults = fake._faults
-        self._windows = fake._windows
-        self._search_windows = fake._search_windows
+        self._oauth = oauth
+        self._store = store
+        self._persons = persons
+        self._notes = notes
+        self._faults = faults
+        self._windows = windows
+        self._search_windows = search_windows
+        self._clock = clock
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=_MAX_BODY)
-        store, notes, persons = self._fake._store, self._fake._notes, self._fake._persons
+        store, notes, persons = self._store, self._notes, self._persons
         v1, v2 = _costs.V1, _costs.V2
         for prefix in _PREFIXES:
             self._add(app, "POST", prefix, "/channels", store.add_channel, v1["POST /channels"])
@@ -138,7 +167,10 @@ class Routes:
         elif over_limit and self._fake.enforce_rate_limit:
             response = web.json_response(error_body(429), status=429, headers=rate_headers)
         else:
-            status, payload = operation(path, body, request.query)
+            try:
+                status, payload = operation(path, body, request.query)
+            except Refused as refused:  # a check of the persons or notes routes
+                status, payload = refused.answer()
             cost = charge(request.method, path)
             self._fake.tokens_spent += cost
             response = web.json_response(payload, status=status, headers=rate_headers)

@@ -77,7 +77,7 @@ class FakePipedrive:
         self._store = Store(self)
         people: dict[int, JsonDict] = {}
         self._notes = Notes(people)
-        self._persons = Persons(people, self._notes.contents_of, self._notes.forget)
+        self._persons = Persons(people, self._notes)
         self._faults = FaultPlan()
         self._windows = RateWindows()  # kept across restarts, as the tokens are
         self._search_windows = RateWindows()
@@ -90,7 +90,10 @@ class FakePipedrive:
         """Start listening on ``127.0.0.1:port`` (0 picks a free port)."""
         if self._runner is not None:
             raise RuntimeError("FakePipedrive is already started")
-        app = Routes(self, monotonic).app()
+        app = Routes(
+            self, oauth=self._oauth, store=self._store, persons=self._persons, notes=self._notes, faults=self._faults,
+            windows=self._windows, search_windows=self._search_windows, clock=monotonic,  # tests replace it here
+        ).app()
         # A short shutdown timeout: close() must not wait a minute for a handler stuck in `latency`.
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
         await runner.setup()
@@ -244,7 +247,7 @@ class FakePipedrive:
         ``GET path`` lists it a page at a time (v1: ``start``/``limit`` and ``additional_data.pagination``; v2:
         ``cursor``/``limit`` and ``additional_data.next_cursor``), ``GET path/{id}`` answers one item, and
         ``POST path`` appends the JSON body with a new ``id``. Listing is sorted by insertion; ``limit`` is 100
-        unless the request says otherwise.
+        unless the request says otherwise. The routes the fake serves itself (Channels, notes, persons) come first.
         """
         self._store.collections[(version, path)] = [dict(item) for item in items]
 
@@ -264,7 +267,7 @@ class FakePipedrive:
         :param path: only count requests whose raw path ends with this, e.g. ``"/messages/receive"``.
         :param method: only count requests of this method, e.g. ``"POST"``.
         """
-        self._faults.schedule(Fault(n, path, status, dict(headers or {}), body, method))
+        self._faults.schedule(Fault(n, path, status, dict(headers or {}), body, method and method.upper()))
 
     def drop_next(self, n: int, *, path: str | None = None, method: str | None = None) -> None:
         """Read the next ``n`` API requests fully, then close the connection without answering.
@@ -272,7 +275,7 @@ class FakePipedrive:
         :param path: only count requests whose raw path ends with this.
         :param method: only count requests of this method.
         """
-        self._faults.schedule(Fault(n, path, None, {}, None, method))
+        self._faults.schedule(Fault(n, path, None, {}, None, method and method.upper()))
 
     def fail_randomly(
         self, probability: float, status: int | None, *, headers: Mapping[str, str] | None = None

@@ -1,7 +1,7 @@
 """What the fake holds for the Channels API (channels, their conversations' messages) and its generic collections.
 
 Each operation maps a request that passed the credential and rate checks, ``(raw path, parsed JSON body, query)``,
-to ``(status, JSON answer)``.
+to ``(status, JSON answer)``, or raises :class:`~._envelopes.Refused` (a 400 or 404 naming the field).
 """
 
 from __future__ import annotations

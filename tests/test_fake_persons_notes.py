@@ -114,7 +114,7 @@ async def test_a_bad_person_is_refused_naming_the_field(
 
 
 async def test_a_body_that_is_no_object_is_refused(fake: FakePipedrive, http: aiohttp.ClientSession) -> None:
-    for body in (b"[1]", b"not json", b""):
+    for body in (b"[1]", b"not json", b"", b"[" * 100_000):  # the last nested past any stack
         status, answer = await raw(http, "POST", f"{v2(fake)}/persons", data=body)
         assert (status, answer["error"]) == (400, "Validation failed: body: must be a JSON object")
 
@@ -378,6 +378,21 @@ async def test_tokens_spent_at_the_server_follow_the_documented_costs(
     await client.request("DELETE", f"/persons/{person}", version="v2")  # 3
     assert fake.tokens_spent == 10 + 5 + 1 + 20 + 10 + 10 + 2 + 20 + 10 + 6 + 3
     assert [r.cost for r in fake.requests] == [10, 5, 1, 20, 10, 10, 2, 20, 10, 6, 3]
+
+
+async def test_channels_and_collections_spend_their_documented_costs(
+    fake: FakePipedrive, client: ChannelsClient
+) -> None:
+    fake.add_collection("/deals", [{"id": 1, "title": "a"}], version="v2")
+    fake.add_collection("/deals", [{"id": 1, "title": "a"}])
+    await client.request("GET", "/deals", version="v2")  # 10
+    await client.request("GET", "/deals/1", version="v2")  # 1
+    await client.request("POST", "/deals", version="v2", json={"title": "b"})  # 5
+    await client.request("GET", "/deals")  # 20
+    await client.request("GET", "/deals/1")  # 2
+    await client.add_channel(name="Chat", provider_channel_id="ch1")  # 10
+    await client.delete_channel("ch1")  # 6
+    assert [r.cost for r in fake.requests] == [10, 1, 5, 20, 2, 10, 6] and fake.tokens_spent == 54
 
 
 async def test_failures_before_the_route_spend_nothing(fake: FakePipedrive, http: aiohttp.ClientSession) -> None:

@@ -44,15 +44,12 @@ def v2_time(moment: datetime) -> str:
 
 
 class Persons:
-    """The stored persons by id, as ``GET /api/v2/persons/{id}`` answers them, and their operations.
+    """The stored persons by id, as ``GET /api/v2/persons/{id}`` answers them, their operations, and their notes
+    (searched with ``fields=notes``, deleted with their person)."""
 
-    :param notes: the notes, which know who exists through ``people``: searched with ``fields=notes``, and deleted
-        with their person.
-    """
-
-    def __init__(self, people: dict[int, JsonDict], notes: Notes) -> None:
-        self.people = people
-        self._notes = notes
+    def __init__(self) -> None:
+        self.people: dict[int, JsonDict] = {}
+        self.notes = Notes(self.people)  # a note's person must be one of them
         self._last_id = 0
 
     def add(
@@ -105,7 +102,7 @@ class Persons:
         """Delete a person and its notes; False when there is no such person."""
         if self.people.pop(person_id, None) is None:
             return False
-        self._notes.forget(person_id)
+        self.notes.forget(person_id)
         return True
 
     # -- the operations ---------------------------------------------------------------------------------------
@@ -177,7 +174,7 @@ class Persons:
         if field == "phone":
             return (entry["value"] for entry in person["phones"])
         if field == "notes":
-            return self._notes.contents_of(person["id"])
+            return self.notes.contents_of(person["id"])
         return ()  # custom_fields: the fake holds none
 
 

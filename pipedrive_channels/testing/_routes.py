@@ -14,7 +14,6 @@ from aiohttp import web
 from . import _costs
 from ._envelopes import UNAUTHORIZED, Refused, error_body
 from ._faults import FaultPlan
-from ._notes import Notes
 from ._oauth import Authority
 from ._persons import Persons
 from ._rate import RateWindows
@@ -74,7 +73,6 @@ class Routes:
         oauth: Authority,
         store: Store,
         persons: Persons,
-        notes: Notes,
         faults: FaultPlan,
         windows: RateWindows,
         search_windows: RateWindows,
@@ -84,7 +82,6 @@ class Routes:
         self._oauth = oauth
         self._store = store
         self._persons = persons
-        self._notes = notes
         self._faults = faults
         self._windows = windows
         self._search_windows = search_windows
@@ -92,7 +89,7 @@ class Routes:
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=_MAX_BODY)
-        store, notes, persons = self._store, self._notes, self._persons
+        store, persons, notes = self._store, self._persons, self._persons.notes
         v1, v2 = _costs.V1, _costs.V2
         for prefix in _PREFIXES:
             self._add(app, "POST", prefix, "/channels", store.add_channel, v1["POST /channels"])
@@ -212,5 +209,5 @@ def _parse_json(raw: bytes) -> Any:
         return None
     try:
         return json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested deeper than the interpreter's stack
         return None

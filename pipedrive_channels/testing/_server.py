@@ -11,7 +11,6 @@ from aiohttp import web
 
 from ._envelopes import JsonDict
 from ._faults import Fault, FaultPlan
-from ._notes import Notes
 from ._oauth import Authority
 from ._persons import Persons
 from ._rate import RateWindows
@@ -75,9 +74,7 @@ class FakePipedrive:
         start measuring afresh."""
         self._oauth = Authority(self)
         self._store = Store(self)
-        people: dict[int, JsonDict] = {}
-        self._notes = Notes(people)
-        self._persons = Persons(people, self._notes)
+        self._persons = Persons()
         self._faults = FaultPlan()
         self._windows = RateWindows()  # kept across restarts, as the tokens are
         self._search_windows = RateWindows()
@@ -91,7 +88,7 @@ class FakePipedrive:
         if self._runner is not None:
             raise RuntimeError("FakePipedrive is already started")
         app = Routes(
-            self, oauth=self._oauth, store=self._store, persons=self._persons, notes=self._notes, faults=self._faults,
+            self, oauth=self._oauth, store=self._store, persons=self._persons, faults=self._faults,
             windows=self._windows, search_windows=self._search_windows, clock=monotonic,  # tests replace it here
         ).app()
         # A short shutdown timeout: close() must not wait a minute for a handler stuck in `latency`.
@@ -215,7 +212,7 @@ class FakePipedrive:
     @property
     def notes(self) -> Mapping[int, JsonDict]:
         """Stored notes by id (read-only): ``content`` exactly as sent, ``person_id``, ``add_time``, ..."""
-        return MappingProxyType(self._notes.notes)
+        return MappingProxyType(self._persons.notes.notes)
 
     @property
     def search_window_peak(self) -> int:

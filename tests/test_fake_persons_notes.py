@@ -221,6 +221,7 @@ async def test_a_person_deleted_between_pages_moves_no_other(fake: FakePipedrive
         ({"term": "ada", "limit": "501"}, "limit"),
         ({"term": "ada", "limit": "ten"}, "limit"),
         ({"term": "ada", "cursor": "not-a-cursor"}, "cursor"),
+        ({"term": "ada", "cursor": "W1tb" * 2000}, "cursor"),  # "[[[[..." nested past the stack
     ],
 )
 async def test_a_bad_search_is_refused_naming_the_parameter(

@@ -21,8 +21,8 @@ from typing import Any
 from ._envelopes import JsonDict, Refused
 from ._params import path_id, query_int
 
-MAX_CONTENT = 100_000
-OWNERS = ("person_id", "deal_id", "org_id", "lead_id", "project_id")
+_MAX_CONTENT = 100_000
+_OWNERS = ("person_id", "deal_id", "org_id", "lead_id", "project_id")
 _SORTABLE = ("id", "add_time", "update_time")
 _TIME = "%Y-%m-%d %H:%M:%S"
 _TIME_SHAPE = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d")
@@ -59,9 +59,9 @@ class Notes:
     def create(self, path: str, body: Any, query: Mapping[str, str]) -> tuple[int, JsonDict]:
         body = _object(body)
         content = _content(body.get("content"))
-        owners = {key: body[key] for key in OWNERS if body.get(key) is not None}
+        owners = {key: body[key] for key in _OWNERS if body.get(key) is not None}
         if len(owners) != 1:
-            raise Refused("person_id", f"exactly one of {', '.join(OWNERS)} is required, got {len(owners)}")
+            raise Refused("person_id", f"exactly one of {', '.join(_OWNERS)} is required, got {len(owners)}")
         owner = self._owner(owners)
         add_time = _add_time(body.get("add_time")) or _now()
         self._last_id += 1
@@ -71,7 +71,7 @@ class Notes:
             "add_time": add_time,
             "update_time": _now(),
             "content": content,
-            **dict.fromkeys(OWNERS),
+            **dict.fromkeys(_OWNERS),
             **owner,
             "user_id": _USER_ID,
             "last_update_user_id": _USER_ID,
@@ -91,11 +91,11 @@ class Notes:
         changes: JsonDict = {}
         if "content" in body:
             changes["content"] = _content(body["content"])
-        owners = {key: body[key] for key in OWNERS if body.get(key) is not None}
+        owners = {key: body[key] for key in _OWNERS if body.get(key) is not None}
         if len(owners) > 1:
-            raise Refused("person_id", f"at most one of {', '.join(OWNERS)} may be given, got {len(owners)}")
+            raise Refused("person_id", f"at most one of {', '.join(_OWNERS)} may be given, got {len(owners)}")
         if owners:
-            changes.update(dict.fromkeys(OWNERS), **self._owner(owners))
+            changes.update(dict.fromkeys(_OWNERS), **self._owner(owners))
         if (add_time := _add_time(body.get("add_time"))) is not None:
             changes["add_time"] = add_time
         note.update(changes, update_time=_now())
@@ -106,7 +106,7 @@ class Notes:
         return 200, {"success": True, "data": True}
 
     def list(self, path: str, body: Any, query: Mapping[str, str]) -> tuple[int, JsonDict]:
-        wanted = {key: _owner_filter(query, key) for key in OWNERS if key in query}
+        wanted = {key: _owner_filter(query, key) for key in _OWNERS if key in query}
         start = query_int(query, "start", 0, 0)
         limit = query_int(query, "limit", 100, 1, _MAX_LIMIT)
         order = _sort(query.get("sort"))
@@ -155,8 +155,8 @@ def _object(body: Any) -> JsonDict:
 def _content(value: object) -> str:
     if not isinstance(value, str) or not value.strip():
         raise Refused("content", "is required: a non-empty string")
-    if len(value) > MAX_CONTENT:
-        raise Refused("content", f"must be at most {MAX_CONTENT} characters, got {len(value)}")
+    if len(value) > _MAX_CONTENT:
+        raise Refused("content", f"must be at most {_MAX_CONTENT} characters, got {len(value)}")
     return value
 
 

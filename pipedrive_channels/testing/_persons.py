@@ -18,7 +18,6 @@ Search, as the fake answers ``GET /api/v2/persons/search``:
 from __future__ import annotations
 
 import base64
-import binascii
 import json
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timezone
@@ -28,7 +27,7 @@ from ._envelopes import JsonDict, Refused
 from ._notes import Notes
 from ._params import path_id, query_flag, query_int
 
-SEARCH_FIELDS = ("name", "email", "phone", "notes", "custom_fields")
+_SEARCH_FIELDS = ("name", "email", "phone", "notes", "custom_fields")
 _ENTRY_KEYS = frozenset({"value", "primary", "label"})
 _MAX_ENTRIES = 100  # emails or phones of one person: a bound on hostile input, far above any real person's
 _MAX_LIMIT = 500
@@ -36,7 +35,7 @@ _OWNER_ID = 1
 _VISIBLE_TO = 3  # "owner's visibility group and sub-groups", Pipedrive's default
 
 
-def v2_time(moment: datetime) -> str:
+def _v2_time(moment: datetime) -> str:
     """``2021-01-01T00:00:00Z``, as v2 answers times (UTC; a naive ``moment`` is taken as UTC)."""
     if moment.tzinfo is not None:
         moment = moment.astimezone(timezone.utc)
@@ -61,7 +60,7 @@ class Persons:
     ) -> JsonDict:
         """Store a person whose fields passed the checks; its id is the next one (ids only increase)."""
         self._last_id += 1
-        created = v2_time(add_time or datetime.now(timezone.utc))
+        created = _v2_time(add_time or datetime.now(timezone.utc))
         first, _, last = name.partition(" ")
         person: JsonDict = {
             "id": self._last_id,
@@ -93,7 +92,7 @@ class Persons:
         try:
             if not name.strip():
                 raise Refused("name", "is required: a non-empty string")
-            checked = {field: entries(listed, field) for field in listed}
+            checked = {field: _entries(listed, field) for field in listed}
         except Refused as refused:
             raise ValueError(f"the persons endpoint would refuse this person: {refused}") from None
         return int(self.add(name, checked["emails"], checked["phones"], add_time)["id"])
@@ -113,7 +112,7 @@ class Persons:
         name = body.get("name")
         if not isinstance(name, str) or not name.strip():
             raise Refused("name", "is required: a non-empty string")
-        emails, phones = entries(body, "emails"), entries(body, "phones")
+        emails, phones = _entries(body, "emails"), _entries(body, "phones")
         add_time = _add_time(body.get("add_time"))
         return 200, {"success": True, "data": self.add(name, emails, phones, add_time)}
 
@@ -160,8 +159,9 @@ class Persons:
         value the term covers; None when nothing matches."""
         best: float | None = None
         for field in fields:
+            wanted = _normal(field, term)
             for value in self._values(person, field):
-                wanted, seen = _normal(field, term), _normal(field, value)
+                seen = _normal(field, value)
                 if (seen == wanted) if exact else (wanted in seen):
                     best = max(best or 0.0, round(len(wanted) / max(len(seen), 1), 4))
         return best
@@ -178,7 +178,7 @@ class Persons:
         return ()  # custom_fields: the fake holds none
 
 
-def entries(body: JsonDict, field: str) -> list[JsonDict]:
+def _entries(body: JsonDict, field: str) -> list[JsonDict]:
     """``emails`` or ``phones``: a list of ``{value, primary, label}`` (only ``value`` required); stored with
     ``primary`` False and ``label`` ``"work"`` unless given."""
     given = body.get(field, [])
@@ -191,8 +191,9 @@ def entries(body: JsonDict, field: str) -> list[JsonDict]:
         where = f"{field}[{index}]"
         if not isinstance(entry, dict):
             raise Refused(where, "must be an object {value, primary, label}")
-        for key in entry.keys() - _ENTRY_KEYS:
-            raise Refused(f"{where}.{key}", "is not a field of an entry (value, primary, label)")
+        extra = sorted(entry.keys() - _ENTRY_KEYS)
+        if extra:
+            raise Refused(f"{where}.{extra[0][:40]}", "is not a field of an entry (value, primary, label)")
         value, primary, label = entry.get("value"), entry.get("primary", False), entry.get("label", "work")
         if not isinstance(value, str) or not value.strip():
             raise Refused(f"{where}.value", "is required: a non-empty string")
@@ -214,7 +215,7 @@ def _add_time(value: object) -> datetime | None:
                 return datetime.strptime(value, shape)
         except ValueError:
             continue
-    raise Refused("add_time", "must be a time, YYYY-MM-DDTHH:MM:SSZ")
+    raise Refused("add_time", "must be a UTC time, YYYY-MM-DDTHH:MM:SSZ or YYYY-MM-DD HH:MM:SS")
 
 
 def _position(person: JsonDict) -> tuple[str, int]:
@@ -227,11 +228,11 @@ def _normal(field: str, value: str) -> str:
 
 def _fields(value: str | None) -> frozenset[str]:
     if value is None:
-        return frozenset(SEARCH_FIELDS)
+        return frozenset(_SEARCH_FIELDS)
     fields = frozenset(part.strip() for part in value.split(","))
-    unknown = sorted(fields - set(SEARCH_FIELDS))
+    unknown = sorted(fields - set(_SEARCH_FIELDS))
     if unknown:
-        raise Refused("fields", f"must be a comma list of {', '.join(SEARCH_FIELDS)}; got {unknown[0][:40]!r}")
+        raise Refused("fields", f"must be a comma list of {', '.join(_SEARCH_FIELDS)}; got {unknown[0][:40]!r}")
     return fields
 
 
@@ -246,7 +247,7 @@ def _cursor(value: str | None) -> tuple[str, int] | None:
         add_time, person_id = json.loads(base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)))
         if isinstance(add_time, str) and type(person_id) is int:
             return add_time, person_id
-    except (ValueError, TypeError, binascii.Error):
+    except (ValueError, TypeError, RecursionError):  # binascii.Error and bad JSON are ValueErrors
         pass
     raise Refused("cursor", "is not a cursor this search answered")
 

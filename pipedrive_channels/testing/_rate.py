@@ -1,4 +1,5 @@
-"""Pipedrive's burst limit as the fake counts it: requests per token over a rolling 2-second window."""
+"""Pipedrive's burst limits as the fake counts them: requests per token over a rolling 2-second window, and the
+search operations' own window of 10 per token on every plan."""
 
 from __future__ import annotations
 
@@ -6,31 +7,45 @@ from collections import deque
 from collections.abc import Iterable
 
 WINDOW = 2.0
+SEARCH_LIMIT = 10
 
 
 class RateWindows:
-    """The arrival times inside the window, per rate-limit key (a token)."""
+    """The arrival times inside the window, per rate-limit key (a token), and those of its searches."""
 
     def __init__(self) -> None:
         self._windows: dict[str, deque[float]] = {}
-        self.peak = 0
-        """The most requests any key had in its window so far."""
+        self._searches: dict[str, deque[float]] = {}
+        self.search_peak = 0
+        """The most searches any key had in its window so far."""
 
-    def count(self, key: str, now: float, limit: int) -> tuple[dict[str, str], bool]:
-        """Count one request for ``key``; return the ``x-ratelimit-*`` headers and whether it is over ``limit``."""
-        window = self._windows.get(key)
-        if window is None:
-            window = self._windows[key] = deque()
-        while window and window[0] <= now - WINDOW:
-            window.popleft()
-        window.append(now)  # rejected requests count too, as Pipedrive counts every request
-        self.peak = max(self.peak, len(window))
+    def count(self, key: str, now: float, limit: int, *, search: bool = False) -> tuple[dict[str, str], bool]:
+        """Count one request for ``key`` (and one search, with ``search``); return the ``x-ratelimit-*`` headers
+        and whether it is over ``limit`` (or over :data:`SEARCH_LIMIT` searches)."""
+        window = _slide(self._windows, key, now)
+        reset, over = window[0] + WINDOW - now, len(window) > limit
+        if search:
+            searches = _slide(self._searches, key, now)
+            self.search_peak = max(self.search_peak, len(searches))
+            if len(searches) > SEARCH_LIMIT:  # the usual headers, with the reset of the window that refuses
+                reset, over = max(reset, searches[0] + WINDOW - now), True
         headers = {
             "x-ratelimit-limit": str(limit),
             "x-ratelimit-remaining": str(max(0, limit - len(window))),
-            "x-ratelimit-reset": f"{window[0] + WINDOW - now:.3f}",
+            "x-ratelimit-reset": f"{reset:.3f}",
         }
-        return headers, len(window) > limit
+        return headers, over
+
+
+def _slide(windows: dict[str, deque[float]], key: str, now: float) -> deque[float]:
+    """``key``'s window at ``now``, this request in it."""
+    window = windows.get(key)
+    if window is None:
+        window = windows[key] = deque()
+    while window and window[0] <= now - WINDOW:
+        window.popleft()
+    window.append(now)  # rejected requests count too, as Pipedrive counts every request
+    return window
 
 
 def busiest_window(times: Iterable[float], window: float = WINDOW) -> int:

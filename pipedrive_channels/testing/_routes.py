@@ -22,7 +22,6 @@ from ._store import Operation, Store
 _PREFIXES = ("/v1", "/api/v1")  # "/api/v1" is what "{api_domain}/api/v1" base URLs hit.
 _V2 = "/api/v2"
 _SECRET_HEADERS = frozenset({"authorization", "x-api-token"})
-SEARCH_LIMIT = 10  # search requests per token per rolling 2 s, on every plan
 Charge = Callable[[str, str], int]  # (method, raw path) -> tokens
 _MAX_BODY = 4 * 1024 * 1024  # a 100,000-character note fits, whatever its characters and JSON escapes
 
@@ -75,7 +74,6 @@ class Routes:
         persons: Persons,
         faults: FaultPlan,
         windows: RateWindows,
-        search_windows: RateWindows,
         clock: Callable[[], float],
     ) -> None:
         self._fake = fake
@@ -84,7 +82,6 @@ class Routes:
         self._persons = persons
         self._faults = faults
         self._windows = windows
-        self._search_windows = search_windows
         self._clock = clock
 
     def app(self) -> web.Application:
@@ -148,14 +145,7 @@ class Routes:
         now = self._clock()
         headers = request.headers
         key, authorized = self._oauth.credential(headers.get("Authorization", ""), headers.get("x-api-token", ""), now)
-        rate_headers, over_limit = self._windows.count(key, now, self._fake.rate_limit)
-        if _is_search(path):
-            search_headers, over_search = self._search_windows.count(key, now, SEARCH_LIMIT)
-            if over_search:  # the usual headers, with the reset of the window that refuses
-                rate_headers["x-ratelimit-reset"] = max(
-                    rate_headers["x-ratelimit-reset"], search_headers["x-ratelimit-reset"], key=float
-                )
-            over_limit = over_limit or over_search
+        rate_headers, over_limit = self._windows.count(key, now, self._fake.rate_limit, search=_is_search(path))
         cost = 0
         if fault is not None:
             response = fault.response(rate_headers)

@@ -77,7 +77,6 @@ class FakePipedrive:
         self._persons = Persons()
         self._faults = FaultPlan()
         self._windows = RateWindows()  # kept across restarts, as the tokens are
-        self._search_windows = RateWindows()
         self._runner: web.AppRunner | None = None
         self._root_url: str | None = None
 
@@ -87,10 +86,8 @@ class FakePipedrive:
         """Start listening on ``127.0.0.1:port`` (0 picks a free port)."""
         if self._runner is not None:
             raise RuntimeError("FakePipedrive is already started")
-        app = Routes(
-            self, oauth=self._oauth, store=self._store, persons=self._persons, faults=self._faults,
-            windows=self._windows, search_windows=self._search_windows, clock=monotonic,  # tests replace it here
-        ).app()
+        app = Routes(self, oauth=self._oauth, store=self._store, persons=self._persons, faults=self._faults,
+                     windows=self._windows, clock=monotonic).app()  # the clock tests replace, in this module
         # A short shutdown timeout: close() must not wait a minute for a handler stuck in `latency`.
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
         await runner.setup()
@@ -217,7 +214,7 @@ class FakePipedrive:
     @property
     def search_window_peak(self) -> int:
         """The most searches one token sent in any rolling 2 s so far, refused ones too (10 at most: kept to)."""
-        return self._search_windows.peak
+        return self._windows.search_peak
 
     def add_person(
         self, name: str, *, phones: Iterable[str] = (), emails: Iterable[str] = (), add_time: datetime | None = None

@@ -96,7 +96,7 @@ class Routes:
             # whatever aiohttp's router does with encoded slashes. A channel and a conversation cost the same.
             self._add(app, "DELETE", prefix, "/channels/{tail:.+}", store.delete, v1["DELETE /channels/{id}"])
             for method, template, operation in (
-                ("GET", "/notes", notes.list), ("POST", "/notes", notes.create), ("GET", "/notes/{id}", notes.get),
+                ("GET", "/notes", notes.listing), ("POST", "/notes", notes.create), ("GET", "/notes/{id}", notes.get),
                 ("PUT", "/notes/{id}", notes.update), ("DELETE", "/notes/{id}", notes.delete),
             ):
                 self._add(app, method, prefix, template, operation, v1[f"{method} {template}"])

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
 from typing import Any, BinaryIO
@@ -40,28 +42,34 @@ class Checkpoint:
     even by ``kill -9``), so a second run on the same journal is refused with :class:`CheckpointLockedError`.
     """
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
-        self.path = Path(path)
-        lock_path = self.path.with_name(self.path.name + ".lock")
+    def __init__(self, path: str | os.PathLike[str] | sqlite3.Connection) -> None:
+        """Open (or create) the journal at ``path``, or use an open connection (a service's own database).
+
+        A connection is locked the same way, through its database file (an in-memory one needs no lock), used in
+        autocommit (each statement commits when it returns) and left open by :meth:`close`: its owner closes it.
+        """
+        self._depth = 0  # inside transaction(): statements commit together at its end
+        self._lock_file: BinaryIO | None = None
+        if isinstance(path, sqlite3.Connection):
+            self.path = Path(_file_of(path))
+            self._owned = False
+            if str(self.path) != ":memory:":
+                self._lock_file = _hold_lock(self.path)
+            self._db = path
+        else:
+            self.path = Path(path)
+            self._owned = True
+            self._lock_file = _hold_lock(self.path)
+            try:
+                # Autocommit: each statement is its own transaction, committed before the next record goes out.
+                self._db = sqlite3.connect(self.path, isolation_level=None)
+            except sqlite3.Error as error:
+                self._release()
+                raise CheckpointError(f"checkpoint {self.path}: {error}") from error
         try:
-            self._lock_file: BinaryIO = open(lock_path, "ab")  # noqa: SIM115 (held until close())
-        except OSError as error:
-            raise CheckpointError(f"checkpoint {self.path}: cannot create its lock file: {error}") from error
-        try:
-            _lock(self._lock_file)
-        except OSError:
-            self._lock_file.close()
-            raise CheckpointLockedError(
-                f"checkpoint {self.path} is in use by another run (it holds {lock_path}); wait for it to end or "
-                f"use another checkpoint"
-            ) from None
-        try:
-            # Autocommit: each statement is its own transaction, committed before the next record goes out.
-            self._db = sqlite3.connect(self.path, isolation_level=None)
-        except sqlite3.Error as error:
-            self._lock_file.close()
-            raise CheckpointError(f"checkpoint {self.path}: {error}") from error
-        try:
+            if self._db.in_transaction:
+                raise CheckpointError(f"checkpoint {self.path}: the connection has an open transaction; commit it "
+                                      f"first")
             self.execute("PRAGMA journal_mode=WAL")
             self.execute("PRAGMA synchronous=NORMAL")
             self.execute(
@@ -91,9 +99,33 @@ class Checkpoint:
         :raises CheckpointError: any SQLite error (a full disk, a read-only file, a corrupt journal).
         """
         try:
-            return self._db.execute(query, parameters)
+            cursor = self._db.execute(query, parameters)
+            if self._depth == 0 and self._db.in_transaction:  # a connection given in Python's default mode
+                self._db.commit()
+            return cursor
         except sqlite3.Error as error:  # a full disk, a read-only file, a corrupt journal: the run cannot go on
             raise CheckpointError(f"checkpoint {self.path}: {error}") from error
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        """Statements run inside commit together when the block ends, or none of them if it raises.
+
+        For a target whose one change takes several statements. Not re-entrant; hold no ``await`` inside, or other
+        tasks' statements would join the transaction.
+        """
+        if self._depth:
+            raise CheckpointError(f"checkpoint {self.path}: a transaction is already open")
+        self._depth = 1
+        try:
+            self.execute("BEGIN IMMEDIATE")
+            yield
+        except BaseException:
+            self._depth = 0
+            with contextlib.suppress(sqlite3.Error):  # SQLite may have rolled back already (a full disk)
+                self._db.rollback()
+            raise
+        self._depth = 0
+        self.execute("COMMIT")
 
     def delivered(self, key: bytes) -> bool:
         """Whether the record with this key was delivered (a failed one is not: a re-run tries it again)."""
@@ -123,8 +155,42 @@ class Checkpoint:
         return int(delivered), int(failed)
 
     def close(self) -> None:
-        """Close the database, then let another run have it."""
+        """Close the database (unless it was given open), then let another run have it."""
         try:
-            self._db.close()
+            if self._owned:
+                self._db.close()
         finally:
+            self._release()
+
+    def _release(self) -> None:
+        if self._lock_file is not None:
             self._lock_file.close()
+            self._lock_file = None
+
+
+def _file_of(connection: sqlite3.Connection) -> str:
+    """The file of a connection's main database, ``:memory:`` for an in-memory (or temporary) one."""
+    try:
+        rows = connection.execute("PRAGMA database_list").fetchall()
+    except sqlite3.Error as error:  # a closed connection, say
+        raise CheckpointError(f"checkpoint connection: {error}") from error
+    file = next((row[2] for row in rows if row[1] == "main"), "")
+    return file or ":memory:"
+
+
+def _hold_lock(path: Path) -> BinaryIO:
+    """Take ``<path>.lock`` exclusively, or refuse: another run has the journal."""
+    lock_path = path.with_name(path.name + ".lock")
+    try:
+        lock_file: BinaryIO = open(lock_path, "ab")  # noqa: SIM115 (held until close())
+    except OSError as error:
+        raise CheckpointError(f"checkpoint {path}: cannot create its lock file: {error}") from error
+    try:
+        _lock(lock_file)
+    except OSError:
+        lock_file.close()
+        raise CheckpointLockedError(
+            f"checkpoint {path} is in use by another run (it holds {lock_path}); wait for it to end or "
+            f"use another checkpoint"
+        ) from None
+    return lock_file

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import time
 from collections.abc import AsyncIterator, Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -15,7 +16,7 @@ from notes_mock import MockPipedrive, client, mocked
 
 from pipedrive_channels import ChannelsClient, Message, MessageStatus, Priority
 from pipedrive_channels._journal import Checkpoint, CheckpointError
-from pipedrive_channels.errors import ValidationError
+from pipedrive_channels.errors import BudgetExhaustedError, ValidationError
 from pipedrive_channels.notes import Contact, NotesTarget
 
 DAY = datetime(2026, 1, 5, 9, 0, tzinfo=timezone.utc)
@@ -334,3 +335,80 @@ def test_estimate_counts_searches_creates_and_note_posts() -> None:
     requests, tokens = target.estimate(records)
     # 2 searches (20 each) and a create (5) for the one contact; a note (10) per group: c-1, c-2, c-3.
     assert (requests, tokens) == (2 + 1 + 3, 2 * 20 + 5 + 3 * 10)
+
+
+async def test_sixteen_concurrent_workers_write_every_line_once_in_one_note_per_group(
+        pd: MockPipedrive, api: ChannelsClient) -> None:
+    # An export sorted by time: 3 days, 40 conversations, 10 messages per conversation per day, each followed a
+    # minute later by its delivered and read updates; delivered by 16 workers as a back-fill does.
+    records = []
+    for day in range(3):
+        for minute in range(10):
+            for conversation in range(40):
+                index = (day * 10 + minute) * 40 + conversation
+                for status in ("sent", "delivered", "read"):
+                    records.append(msg(index, conversation=f"c-{conversation}", day=day, status=status,
+                                       minutes=minute * 30))
+    contacts = {f"c-{n}": Contact(phone=f"+37255{n:05d}") for n in range(40)}
+    target = NotesTarget()
+    outcome = attached(target)
+    queue: asyncio.Queue[Message] = asyncio.Queue()
+    for record in records:
+        queue.put_nowait(record)
+
+    async def worker() -> None:
+        while not queue.empty():
+            record = queue.get_nowait()
+            await target.deliver(api, record, contact=contacts[record.conversation_id])
+
+    await asyncio.wait_for(asyncio.gather(*(worker() for _ in range(16))), HANG_GUARD)
+    await asyncio.wait_for(target.flush(), HANG_GUARD)
+    assert outcome.records == len(records) and outcome.failures == []
+    assert len(pd.notes) == 120 and pd.count("POST", "/v1/notes") == 120
+    assert pd.count("GET", "/api/v2/persons/search") == 40 and pd.count("POST", "/api/v2/persons") == 40
+    text = "".join(note["content"] for note in pd.notes.values())
+    for index in range(1200):
+        assert text.count(f"text {index}</p>") == 1
+    assert text.count("(read):") == 1200 and "(sent):" not in text
+    assert target.counts()["notes_updated"] <= 40  # late updates to an old day: one PUT per group at most
+
+
+async def test_a_spent_budget_propagates_and_the_retried_deliver_is_one_record(
+        pd: MockPipedrive, api: ChannelsClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    pd.persons[5] = {"id": 5, "name": "Five", "phones": [], "emails": []}
+    target = NotesTarget()
+    outcome = attached(target)
+    await target.deliver(api, msg(1), contact=Contact(person_id=5))
+    request = api.request
+    calls = iter([True])
+
+    async def refuse_first(*args: Any, **kwargs: Any) -> Any:
+        if next(calls, False):
+            raise BudgetExhaustedError("spent", retry_after=1.0)
+        return await request(*args, **kwargs)
+
+    monkeypatch.setattr(api, "request", refuse_first)
+    with pytest.raises(BudgetExhaustedError):
+        await target.deliver(api, msg(2, day=1))  # the boundary's write is refused
+    assert not pd.notes
+    await target.deliver(api, msg(2, day=1))  # the run retries it: the boundary is written now
+    assert len(pd.notes) == 1 and outcome.records == 1
+    await target.flush()
+    assert outcome.records == 2 and len(pd.notes) == 2
+
+
+async def test_every_call_has_the_runs_priority_and_the_time_left_as_timeout(
+        pd: MockPipedrive, api: ChannelsClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[tuple[Any, Any]] = []
+    request = api.request
+
+    async def spy(*args: Any, **kwargs: Any) -> Any:
+        seen.append((kwargs["priority"], kwargs["timeout"]))
+        return await request(*args, **kwargs)
+
+    monkeypatch.setattr(api, "request", spy)
+    target = NotesTarget()
+    target.attach(None, Outcome(), priority=Priority.BULK, deadline=time.monotonic() + 100)
+    await target.deliver(api, msg(1), contact=Contact(phone=PHONE))
+    await target.flush()
+    assert len(seen) == 3 and all(priority is Priority.BULK and 0 < timeout <= 100 for priority, timeout in seen)

@@ -69,7 +69,9 @@ class Api:
         data = answer.data
         if data is None:
             return []
-        items = data.get("items") if isinstance(data, dict) else data
+        if not isinstance(data, dict):
+            raise _odd(answer, what, "data", data)
+        items = data.get("items")
         if items is None:
             return []
         if not isinstance(items, list):

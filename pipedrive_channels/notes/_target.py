@@ -136,7 +136,7 @@ class NotesTarget:
         self._backfill = True
         self._counts.reset()  # this run's counts
         assert self._writer is not None and self._people is not None
-        self._writer.outcome = outcome
+        self._writer.outcome, self._writer.in_backfill = outcome, True
         self._writer.forget_failures()
         self._people.forget_failures()
         self._highest = state.highest_group() if self.group_by == "day" else ""
@@ -278,7 +278,6 @@ class NotesTarget:
             return
         assert self._writer is not None
         writer, api, todo = self._writer, Api(client, self._priority, self._deadline), iter(groups)
-        writer.remember_failures = self._backfill
 
         failed: list[Exception] = []
 

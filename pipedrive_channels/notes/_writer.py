@@ -57,9 +57,9 @@ class Writer:
         self.people = people
         self.counts = counts
         self.outcome = outcome
-        self.remember_failures = True
-        """In a back-fill a failed conversation is not tried again in the run (its later records fail too); a live
-        service tries again when it next writes the group."""
+        self.in_backfill = False
+        """In a back-fill a failed conversation is reported to the run and not tried again in it (its later records
+        fail too); live, it is logged and tried again at its next write."""
         self._groups = KeyedLock()
         self._failed: dict[str, str] = {}  # conversation -> why it failed, this run
         self._reported: dict[tuple[str, str], int] = {}  # (conversation, message id) -> records reported failed
@@ -80,7 +80,7 @@ class Writer:
                     await self._write(api, conversation_id, group, lines)
                 except RECORD_ERRORS as error:
                     reason = f"conversation {conversation_id!r}: {error}"
-                    if self.remember_failures:
+                    if self.in_backfill:
                         self._failed[conversation_id] = reason
                     _log.warning("the notes of conversation %r (%s) were not written; its lines stay pending: %s",
                                  conversation_id, group or "all days", error)
@@ -98,6 +98,8 @@ class Writer:
         self._reported.clear()
 
     def _report_failed(self, conversation_id: str, pending: list[tuple[str, int]], reason: str) -> None:
+        if not self.in_backfill:
+            return  # live: logged above; no run counts records
         for message_id, records in pending:
             key = (conversation_id, message_id)
             new = records - self._reported.get(key, 0)

@@ -72,7 +72,7 @@ class Linger:
             if not self._heap or self._heap[0][0] > now:
                 self._wake.clear()
                 wait = None if not self._heap else self._heap[0][0] - now
-                with contextlib.suppress(TimeoutError):
+                with contextlib.suppress(asyncio.TimeoutError):  # not TimeoutError before Python 3.11
                     await asyncio.wait_for(self._wake.wait(), wait)
                 continue
             batch = []

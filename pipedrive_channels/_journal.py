@@ -36,7 +36,8 @@ class CheckpointLockedError(CheckpointError):
 
 
 class Checkpoint:
-    """The back-fill journal: a SQLite file (WAL mode) of delivered and failed records, and added channels.
+    """The journal: a SQLite file (WAL mode) of delivered and failed records, added channels, and the tables a
+    back-fill's target keeps its state in.
 
     It holds an exclusive lock on ``<path>.lock`` while open (``flock``, released by the OS when the process dies,
     even by ``kill -9``), so a second run on the same journal is refused with :class:`CheckpointLockedError`.
@@ -45,8 +46,9 @@ class Checkpoint:
     def __init__(self, path: str | os.PathLike[str] | sqlite3.Connection) -> None:
         """Open (or create) the journal at ``path``, or use an open connection (a service's own database).
 
-        A connection is locked the same way, through its database file (an in-memory one needs no lock), used in
-        autocommit (each statement commits when it returns) and left open by :meth:`close`: its owner closes it.
+        A connection is locked the same way, through its database file (an in-memory one needs no lock), switched
+        to WAL mode, used in autocommit (each statement commits when it returns) and left open by :meth:`close`:
+        its owner closes it.
         """
         self._depth = 0  # inside transaction(): statements commit together at its end
         self._lock_file: BinaryIO | None = None

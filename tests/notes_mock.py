@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from aioresponses import CallbackResult, aioresponses
@@ -120,6 +120,12 @@ class MockPipedrive:
         del self.persons[person_id]
         for note_id in [note["id"] for note in self.notes_of(person_id)]:
             del self.notes[note_id]
+
+
+async def until(condition: Callable[[], bool]) -> None:
+    """Return once ``condition()`` holds (the caller bounds the wait): for what has no event to wait for."""
+    while not condition():  # noqa: ASYNC110
+        await asyncio.sleep(0.01)
 
 
 def mocked() -> Iterator[MockPipedrive]:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from factories import TOKEN
+from notes_mock import until
 from test_notes_target import attached, msg
 
 from pipedrive_channels import ChannelsClient, RateBudget, RetryPolicy
@@ -35,11 +36,6 @@ def notes_tasks() -> set[asyncio.Task[object]]:
     return {task for task in asyncio.all_tasks()
             if getattr(task.get_coro(), "__module__", "") == "pipedrive_channels.notes._linger"
             or "Linger" in getattr(task.get_coro(), "__qualname__", "")}
-
-
-async def written(fake: FakePipedrive) -> None:
-    while not fake.notes:  # noqa: ASYNC110 (the fake has no event to wait for)
-        await asyncio.sleep(0.05)
 
 
 def calls(fake: FakePipedrive, method: str, path: str) -> int:
@@ -196,7 +192,7 @@ async def test_live_deliver_coalesces_a_burst_into_one_write(fake: FakePipedrive
     async with NotesTarget(journal=tmp_path / "live.db", linger=0.5) as target:
         for index in range(50):
             await target.deliver(client, msg(index), contact=Contact(person_id=person_id))
-        await asyncio.wait_for(written(fake), HANG_GUARD)  # the linger's write, in the background
+        await asyncio.wait_for(until(lambda: bool(fake.notes)), HANG_GUARD)  # the linger's write, in the background
         assert calls(fake, "POST", "/notes") == 1 and len(fake.requests) == 1 and notes_tasks()
     assert not notes_tasks()
     (note,) = fake.notes.values()

@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from notes_mock import MockPipedrive, client, mocked
+from notes_mock import BASE, MockPipedrive, client, mocked, until
 
-from pipedrive_channels import ChannelsClient, Message, MessageStatus, Priority
+from pipedrive_channels import ChannelsClient, Message, MessageStatus, Priority, RateBudget, RetryPolicy
 from pipedrive_channels._journal import Checkpoint, CheckpointError
 from pipedrive_channels.errors import BudgetExhaustedError, ValidationError
 from pipedrive_channels.notes import Contact, NotesTarget
@@ -412,3 +412,33 @@ async def test_every_call_has_the_runs_priority_and_the_time_left_as_timeout(
     await target.deliver(api, msg(1), contact=Contact(phone=PHONE))
     await target.flush()
     assert len(seen) == 3 and all(priority is Priority.BULK and 0 < timeout <= 100 for priority, timeout in seen)
+
+
+async def test_live_a_failed_write_is_logged_without_secrets_and_kept_pending(
+        pd: MockPipedrive, caplog: pytest.LogCaptureFixture) -> None:
+    pd.persons[5] = {"id": 5, "name": "Five", "phones": [], "emails": []}
+    pd.fail.append(("POST", "/v1/notes", 500, {"success": False, "error": "boom"}))
+    secret = "s3cr3t-access-token"
+    async with ChannelsClient(secret, base_url=BASE, budget=RateBudget.unlimited(), retry=RetryPolicy.none()) as api:
+        async with NotesTarget(linger=0.05) as target:
+            await target.deliver(api, msg(1), contact=Contact(person_id=5))
+            await asyncio.wait_for(until(lambda: "stay pending" in caplog.text), HANG_GUARD)
+            assert not pd.notes and "boom" in caplog.text and "stay pending" in caplog.text
+            await target.deliver(api, msg(2))  # dirty again: tried again after the linger
+            await asyncio.wait_for(pd.noted.wait(), HANG_GUARD)
+        (note,) = pd.notes.values()
+        assert "text 1" in note["content"] and "text 2" in note["content"]
+    assert secret not in caplog.text
+
+
+async def test_a_dirty_group_waits_its_linger_once_however_many_messages_come(
+        pd: MockPipedrive, api: ChannelsClient) -> None:
+    pd.persons[5] = {"id": 5, "name": "Five", "phones": [], "emails": []}
+    async with NotesTarget(linger=0.3) as target:
+        await target.deliver(api, msg(1, conversation="c-1"), contact=Contact(person_id=5))
+        await target.deliver(api, msg(2, conversation="c-2"), contact=Contact(person_id=5))
+        for index in range(3, 30):
+            await target.deliver(api, msg(index, conversation="c-1"))
+        await asyncio.wait_for(until(lambda: pd.count("POST", "/v1/notes") == 2), HANG_GUARD)
+        assert pd.count("PUT", "/v1/notes") == 0  # c-1's 28 messages: one write
+    assert pd.count("PUT", "/v1/notes") == 0  # nothing changed since: the exit writes nothing

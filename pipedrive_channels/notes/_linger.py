@@ -35,7 +35,6 @@ class Linger:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._busy = False  # writing a batch (stop() lets it end rather than cancel it mid-call)
-        self._closing = False
 
     def mark(self, group: Group, delay: float | None = None) -> None:
         """The group became dirty: write it after ``delay`` (default the linger), unless a write is already due."""
@@ -45,7 +44,6 @@ class Linger:
         self._due[group] = when
         heapq.heappush(self._heap, (when, group))
         if self._task is None or self._task.done():
-            self._closing = False
             self._task = asyncio.ensure_future(self._run())
         self._wake.set()
 
@@ -56,10 +54,7 @@ class Linger:
         self._heap.clear()
         if task is None:
             return
-        if self._busy:
-            self._closing = True
-            self._wake.set()
-        else:
+        if not self._busy:  # else it ends after its batch: it is no longer the target's task
             task.cancel()
         try:
             await asyncio.gather(task, return_exceptions=True)
@@ -67,7 +62,8 @@ class Linger:
             task.cancel()  # flush() itself cancelled: the task must not outlive it
 
     async def _run(self) -> None:
-        while not self._closing:
+        me = asyncio.current_task()
+        while self._task is me:
             now = time.monotonic()
             if not self._heap or self._heap[0][0] > now:
                 self._wake.clear()

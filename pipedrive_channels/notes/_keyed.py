@@ -30,7 +30,3 @@ class KeyedLock:
                 del self._held[key]
             else:
                 self._held[key] = (lock, users - 1)
-
-    def busy(self, key: Hashable) -> bool:
-        """Whether a task holds or waits for ``key``."""
-        return key in self._held

@@ -69,11 +69,16 @@ class NotesTarget:
         async with NotesTarget(journal="notes.db") as target:
             await target.deliver(client, message, contact=Contact(phone="+3725550000"))
 
+    A conversation whose notes cannot be written (no contact, one that matches no person without
+    ``create_persons``, a 400 with the server's reason, retries exhausted) fails its records in the run's report
+    (live: logged); its lines stay pending in the journal, and a re-run (live: the next write) writes them.
+
     :param create_persons: create the person when no one matches the contact (else its records fail).
     :param group_by: ``"day"``: one note per conversation per UTC day; ``"conversation"``: one per conversation
         (either continues in a new note past 100,000 characters).
     :param journal: outside a back-fill, where the state is kept: a SQLite file's path or an open connection
-        (``None``: in memory, lost at exit). A back-fill keeps it in its checkpoint; giving both is an error.
+        (``None``: in memory, lost at exit), held (locked) until :meth:`aclose`. A back-fill keeps it in its
+        checkpoint; giving both is a :class:`ValidationError`.
     :param linger: live only: seconds a dirty note waits before it is written (``None``: written at once).
     """
 

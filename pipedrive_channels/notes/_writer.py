@@ -64,9 +64,6 @@ class Writer:
         self._failed: dict[str, str] = {}  # conversation -> why it failed, this run
         self._reported: dict[tuple[str, str], int] = {}  # (conversation, message id) -> records reported failed
 
-    def writing(self, conversation_id: str, group: str) -> bool:
-        return self._groups.busy((conversation_id, group))
-
     async def write(self, api: Api, conversation_id: str, group: str) -> None:
         """Write a group's pending lines (nothing when none is pending), and report what became of their records."""
         async with self._groups.hold((conversation_id, group)):

@@ -161,10 +161,12 @@ async def test_the_100000_character_split_end_to_end(fake: FakePipedrive, client
     person_id = fake.add_person("Long")
     target = NotesTarget(group_by="conversation")
     outcome = attached(target)
-    for index in range(45):  # 45 lines of about 7,000 characters: four notes
-        await target.deliver(client, msg(index, text=f"{index:03d}" + "y" * 7000, day=index // 15),
-                             contact=Contact(person_id=person_id))
+    records = [msg(index, text=f"{index:03d}" + "y" * 7000, day=index // 15) for index in range(45)]
+    for record in records:  # 45 lines of about 7,000 characters: four notes
+        await target.deliver(client, record, contact=Contact(person_id=person_id))
     await target.flush()
+    requests, tokens = target.estimate((record, Contact(person_id=person_id)) for record in records)
+    assert requests >= len(fake.notes) and tokens >= fake.tokens_spent
     contents = [note["content"] for note in sorted(fake.notes.values(), key=lambda note: note["id"])]
     assert len(contents) == 4 and all(len(content) <= 100_000 for content in contents)
     assert all("(continued, part" in content for content in contents[1:])

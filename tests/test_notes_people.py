@@ -3,6 +3,7 @@ answers of odd shapes refused by name."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,9 @@ from test_notes_target import PHONE, Outcome, attached, msg
 
 from pipedrive_channels import ChannelsClient
 from pipedrive_channels._journal import Checkpoint
+from pipedrive_channels.errors import ValidationError
 from pipedrive_channels.notes import Contact, NotesTarget
+from pipedrive_channels.notes._keyed import KeyedLock
 from pipedrive_channels.notes._people import contact_key
 
 
@@ -93,3 +96,31 @@ async def test_a_search_answer_of_an_odd_shape_fails_the_conversation_naming_the
     await target.flush()
     ((message_id, reason, records),) = outcome.failures
     assert message_id == "m-1" and records == 1 and field in reason and not pd.notes
+
+
+async def test_the_first_contact_of_a_conversation_wins_and_a_huge_one_is_refused(
+        pd: MockPipedrive, api: ChannelsClient) -> None:
+    first = pd.add_person("First", PHONE)
+    target = NotesTarget()
+    attached(target)
+    await target.deliver(api, msg(1), contact=Contact(phone=PHONE))
+    await target.deliver(api, msg(2), contact=Contact(phone="+3725559999"))  # later contacts are ignored
+    with pytest.raises(ValidationError, match="contact"):
+        await target.deliver(api, msg(3, conversation="c-2"), contact=Contact(name="x" * 5000))
+    await target.flush()
+    assert [note["person_id"] for note in pd.notes.values()] == [first]
+    assert pd.count("GET", "/api/v2/persons/search") == 1
+
+
+async def test_single_flight_keeps_no_lock_once_free() -> None:
+    locks = KeyedLock()
+    order: list[str] = []
+
+    async def hold(name: str) -> None:
+        async with locks.hold("key"):
+            order.append(f"{name} in")
+            await asyncio.sleep(0)
+            order.append(f"{name} out")
+
+    await asyncio.gather(hold("a"), hold("b"), hold("c"))
+    assert order == ["a in", "a out", "b in", "b out", "c in", "c out"] and locks._held == {}

@@ -47,13 +47,13 @@ async def serve(handler: Handler, **options: Any) -> AsyncIterator[tuple[TestCli
         yield client, app[RECEIVER]
 
 
-async def deliver(client: TestClient[Any, Any], body: Any, *, auth: str | None = None,
-                  raw: bytes | None = None) -> tuple[int, Any]:
-    """POST a delivery (``body`` as JSON, or ``raw`` bytes) with the right credentials unless ``auth`` says
-    otherwise (``""``: no header); the status and the decoded JSON answer."""
+async def deliver(client: TestClient[Any, Any], body: Any, *, auth: str | None = None, raw: Any = None,
+                  path: str = PATH) -> tuple[int, Any]:
+    """POST a delivery (``body`` as JSON, or ``raw``: bytes or an async iterator of them, sent chunked) with the
+    right credentials unless ``auth`` says otherwise (``""``: no header); the status and the decoded JSON answer."""
     headers = {"Content-Type": "application/json"}
     if auth != "":
         headers["Authorization"] = basic() if auth is None else auth
     data = raw if raw is not None else json.dumps(body).encode()
-    async with client.post(PATH, data=data, headers=headers) as response:
+    async with client.post(path, data=data, headers=headers) as response:
         return response.status, await response.json(content_type=None)

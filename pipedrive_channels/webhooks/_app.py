@@ -122,7 +122,8 @@ class _Deliveries:
     def __repr__(self) -> str:
         return f"_Deliveries({self._receiver!r})"
 
-    async def __call__(self, request: web.Request) -> web.Response:
+    async def handle(self, request: web.Request) -> web.Response:
+        """Answer one delivery."""
         if not self._credentials.match(request.headers.get(hdrs.AUTHORIZATION)):
             _log.warning("webhook delivery from %s refused: wrong or missing credentials", request.remote)
             return _answer(401, "wrong or missing credentials", _REALM)
@@ -202,7 +203,7 @@ def create_webhook_app(
                                ignore_own=ignore_own, client=client, attempts=attempts, backoff=backoff)
     app = web.Application(client_max_size=max_body_bytes)
     app[RECEIVER] = receiver
-    app.router.add_post(path, _Deliveries(receiver, _BasicCredentials(username, password), max_body_bytes))
+    app.router.add_post(path, _Deliveries(receiver, _BasicCredentials(username, password), max_body_bytes).handle)
 
     async def start(_: web.Application) -> None:
         await receiver.start()

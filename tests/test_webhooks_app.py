@@ -17,6 +17,7 @@ from webhook_deliveries import PASSWORD, PATH, USER, basic, deliver, payload, se
 
 from pipedrive_channels import ValidationError
 from pipedrive_channels.webhooks import RECENT_IDS, WebhookEvent, create_webhook_app
+from pipedrive_channels.webhooks import _app as app_module
 from pipedrive_channels.webhooks import _store as store_module
 
 
@@ -149,6 +150,18 @@ async def test_a_chunked_body_past_the_cap_is_a_413_without_reading_it_all() -> 
     assert answer == (413, {"success": False, "error": "the body is larger than 4096 bytes"})
 
 
+async def test_a_body_that_does_not_arrive_in_time_is_a_408(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(app_module, "BODY_TIMEOUT_SECONDS", 0.2)
+
+    async def stalled() -> AsyncIterator[bytes]:
+        yield b'{"meta": '
+        await asyncio.sleep(30)
+
+    async with serve(Recorder()) as (client, _):
+        answer = await asyncio.wait_for(deliver(client, None, raw=stalled()), 10)
+    assert answer == (408, {"success": False, "error": "the body was not received within 0.2 s"})
+
+
 # -- answering at once --------------------------------------------------------------------------------------
 
 
@@ -166,7 +179,8 @@ async def test_a_slow_handler_never_delays_an_answer() -> None:
             assert status == 200
         await asyncio.wait_for(started.wait(), 5)
         assert (receiver.stats.running, receiver.stats.queued) == (2, 3)
-    # The app stopped within the grace: no handler left running (pytest would report a pending task).
+    # The clean-up stopped the workers after the grace: no task left behind.
+    assert [task for task in asyncio.all_tasks() if task.get_name().startswith("webhook-worker")] == []
 
 
 async def test_the_handler_runs_after_the_answer() -> None:

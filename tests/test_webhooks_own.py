@@ -4,6 +4,7 @@ user being read once, lazily, from ``GET /v1/users/me`` (here a small Pipedrive 
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -72,6 +73,11 @@ async def test_the_bots_own_api_changes_are_skipped(
     assert handler.ids == ["by-me-in-the-app", "theirs"]
     assert (stats.received, stats.handled, stats.skipped) == (4, 2, 2)
     assert api.calls == 1  # read once
+    if durable:
+        with sqlite3.connect(tmp_path / "hooks.sqlite") as db:
+            states = dict(db.execute("SELECT id, state FROM webhook_events").fetchall())
+        assert states == {"by-me-in-the-app": "handled", "mine-1": "skipped", "theirs": "handled",
+                          "mine-2": "skipped"}
 
 
 async def test_the_user_is_asked_again_after_a_failure(users_me: tuple[UsersMe, ChannelsClient]) -> None:

@@ -178,6 +178,8 @@ class WebhookReceiver:
             self._store = MemoryEvents()
         self._stopping = False
         self._queue.clear()
+        # Made anew per start: an asyncio primitive belongs to the loop it was first used in.
+        self._wake, self._idle, self._own_lock = asyncio.Event(), asyncio.Event(), asyncio.Lock()
         self._update_idle()
         self._workers = [asyncio.create_task(self._work(), name=f"webhook-worker-{n}")
                          for n in range(self._concurrency)]
@@ -209,6 +211,7 @@ class WebhookReceiver:
         if self._journal is not None:
             self._journal.close()
             self._journal = None
+            self._store = None  # its rows are read again at the next start
 
     async def drained(self) -> None:
         """Wait until no event is queued (nor waiting in the journal) and no handler runs."""

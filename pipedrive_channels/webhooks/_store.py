@@ -60,11 +60,15 @@ class FailedEvent(NamedTuple):
 
 
 class JournalEvents:
-    """The acknowledged events in the journal's ``webhook_events`` table (durable: committed before the 200)."""
+    """The acknowledged events in the journal's ``webhook_events`` table (durable: committed, and synced to the
+    disk, before the 200)."""
 
     def __init__(self, journal: Checkpoint) -> None:
         self._journal = journal
         self._since_prune = 0
+        # Each commit reaches the disk before it returns (the journal's default, NORMAL, may lose the last
+        # commits on a power cut): after the 200 Pipedrive never sends the event again.
+        journal.execute("PRAGMA synchronous=FULL")
         for statement in _SCHEMA:
             journal.execute(statement)
         self._prune()

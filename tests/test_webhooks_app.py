@@ -16,7 +16,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from webhook_deliveries import PASSWORD, PATH, USER, basic, deliver, payload, serve
 
 from pipedrive_channels import ValidationError
-from pipedrive_channels.webhooks import RECENT_IDS, WebhookEvent, create_webhook_app
+from pipedrive_channels.webhooks import RECEIVER, RECENT_IDS, Router, WebhookEvent, create_webhook_app
 from pipedrive_channels.webhooks import _app as app_module
 from pipedrive_channels.webhooks import _store as store_module
 
@@ -233,6 +233,16 @@ async def test_a_redelivered_event_is_acknowledged_and_handled_once() -> None:
     assert (stats.received, stats.duplicates, stats.handled) == (2, 2, 2)
 
 
+async def test_simultaneous_deliveries_of_one_event_are_handled_once() -> None:
+    handler = Recorder()
+    async with serve(handler) as (client, receiver):
+        answers = await asyncio.gather(*(deliver(client, payload("e-1", attempt=n)) for n in range(1, 6)))
+        await asyncio.wait_for(receiver.drained(), 5)
+    assert [status for status, _ in answers] == [200] * 5
+    assert sorted(answer["duplicate"] for _, answer in answers) == [False, True, True, True, True]
+    assert handler.ids == ["e-1"]
+
+
 def test_the_memory_window_remembers_the_last_ids_only(monkeypatch: pytest.MonkeyPatch) -> None:
     assert RECENT_IDS == 10_000
     monkeypatch.setattr(store_module, "RECENT_IDS", 3)
@@ -271,6 +281,34 @@ async def test_a_full_queue_without_a_journal_answers_503_and_remembers_nothing(
         assert (await deliver(client, payload("over", attempt=2)))[0] == 200  # Pipedrive's retry is taken
         await asyncio.wait_for(receiver.drained(), 5)
     assert handled == ["busy", "q-1", "q-2", "over"]
+
+
+async def test_a_router_dispatches_the_deliveries() -> None:
+    router = Router()
+    seen: list[str] = []
+
+    @router.on("note", "create")
+    async def note_added(event: WebhookEvent) -> None:
+        seen.append(f"note {event.meta.entity_id}")
+
+    @router.fallback
+    async def other(event: WebhookEvent) -> None:
+        seen.append(f"other {event.meta.entity}.{event.meta.action}")
+
+    async with serve(router) as (client, receiver):
+        await deliver(client, payload("e-1"))
+        await deliver(client, payload("e-2", entity="person", action="change"))
+        await asyncio.wait_for(receiver.drained(), 5)
+    assert sorted(seen) == ["note 42", "other person.change"]
+
+
+async def test_retrying_needs_a_running_receiver() -> None:
+    app = create_webhook_app(_nothing, username=USER, password=PASSWORD)
+    with pytest.raises(ValidationError) as raised:
+        await app[RECEIVER].retry_failed()
+    assert raised.value.field == "receiver"
+    assert app[RECEIVER].failed() == [] and app[RECEIVER].stats.received == 0
+    await app[RECEIVER].drained()  # nothing to wait for
 
 
 # -- configuration ----------------------------------------------------------------------------------------------

@@ -273,13 +273,27 @@ async def test_a_handler_cancelling_itself_counts_as_a_failure_not_a_lost_worker
     async with serve(cancelled, concurrency=1, attempts=2, backoff=0) as (client, receiver):
         await deliver(client, payload("e-1"))
         await asyncio.wait_for(receiver.drained(), 5)
-        assert receiver.failed() == [FailedEvent("e-1", "CancelledError: ", 2)]
+        assert receiver.failed() == [FailedEvent("e-1", "HandlerCancelledError: the handler was cancelled", 2)]
         handler_ok = Recorder()
         receiver._handler = handler_ok  # the worker is still there to take the next event
         await deliver(client, payload("e-2"))
         await asyncio.wait_for(receiver.drained(), 5)
         assert handler_ok.ids == ["e-2"]
     assert calls == 2
+
+
+async def test_workers_cancelled_from_outside_end_and_leave_the_event_pending(tmp_path: Path) -> None:
+    # As asyncio.run does at its end, without the app's clean-up: no worker may swallow that cancellation.
+    journal = tmp_path / "hooks.sqlite"
+    async with serve(blocked, journal=journal, concurrency=2) as (client, receiver):
+        await deliver(client, payload("e-1"))
+        await asyncio.sleep(0.05)  # the handler runs
+        workers = list(receiver._workers)
+        for task in workers:
+            task.cancel()
+        done, _ = await asyncio.wait(workers, timeout=10)
+        assert done == set(workers) and all(task.cancelled() for task in workers)
+    assert rows(journal) == {"e-1": ("pending", 0)}
 
 
 def test_a_journal_row_holds_the_body_as_received_until_handled(tmp_path: Path) -> None:

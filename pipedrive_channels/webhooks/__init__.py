@@ -19,7 +19,14 @@ once::
 
 from ._app import BODY_TIMEOUT_SECONDS, DEFAULT_PATH, RECEIVER, create_webhook_app
 from ._events import MAX_ID_LENGTH, WebhookEvent, WebhookMeta, WebhookPayloadError
-from ._receiver import MAX_BACKOFF_SECONDS, SHUTDOWN_GRACE_SECONDS, Acceptance, WebhookReceiver, WebhookStats
+from ._receiver import (
+    MAX_BACKOFF_SECONDS,
+    SHUTDOWN_GRACE_SECONDS,
+    Acceptance,
+    HandlerCancelledError,
+    WebhookReceiver,
+    WebhookStats,
+)
 from ._router import ANY, Handler, Router
 from ._store import JOURNAL_RETENTION_SECONDS, MAX_FAILED_IN_MEMORY, RECENT_IDS, FailedEvent
 
@@ -37,6 +44,7 @@ __all__ = [
     "Acceptance",
     "FailedEvent",
     "Handler",
+    "HandlerCancelledError",
     "Router",
     "WebhookEvent",
     "WebhookMeta",

@@ -21,12 +21,19 @@ import attrs
 
 from .._journal import Checkpoint, CheckpointError
 from ..client import ChannelsClient
-from ..errors import ValidationError
+from ..errors import PipedriveError, ValidationError
 from ._events import WebhookEvent, WebhookMeta
 from ._router import Handler
 from ._store import FailedEvent, JournalEvents, MemoryEvents
 
-__all__ = ["MAX_BACKOFF_SECONDS", "SHUTDOWN_GRACE_SECONDS", "Acceptance", "WebhookReceiver", "WebhookStats"]
+__all__ = [
+    "MAX_BACKOFF_SECONDS",
+    "SHUTDOWN_GRACE_SECONDS",
+    "Acceptance",
+    "HandlerCancelledError",
+    "WebhookReceiver",
+    "WebhookStats",
+]
 
 MAX_BACKOFF_SECONDS = 60.0
 """The longest wait between two attempts of a raising handler (the waits double from ``backoff``)."""
@@ -34,6 +41,11 @@ SHUTDOWN_GRACE_SECONDS = 5.0
 """How long a stop waits for running handlers before cancelling them (their events stay pending in the journal)."""
 
 _log = logging.getLogger("pipedrive_channels.webhooks")
+_CANCEL_WAIT_SECONDS = 1.0  # how long a cancelled worker waits for its handler to end
+
+
+class HandlerCancelledError(PipedriveError):
+    """The handler itself raised ``CancelledError`` (not a stop): a failure, retried like any error."""
 
 
 class Acceptance(enum.Enum):
@@ -199,7 +211,13 @@ class WebhookReceiver:
         unfinished = len(self._queue) + len(self._running)
         for task in late:
             task.cancel()
-        await asyncio.gather(*workers, return_exceptions=True)
+        if late:
+            _, stuck = await asyncio.wait(late, timeout=_CANCEL_WAIT_SECONDS * 2)
+            if stuck:  # never a hang: a handler ignoring its cancellation is left, and said
+                _log.error("webhooks: %d handlers ignored their cancellation and still run", len(stuck))
+        for task in workers:
+            if task.done() and not task.cancelled() and (error := task.exception()) is not None:
+                _log.error("webhooks: a worker failed", exc_info=error)
         if unfinished and self._journal is None:
             _log.warning("webhooks: %d acknowledged events were not handled and are lost (no journal)", unfinished)
         elif unfinished:
@@ -311,11 +329,7 @@ class WebhookReceiver:
                                meta.action)
                     self._settle(event, attempt, skipped=True)
                     return
-                await self._handler(event)
-            except asyncio.CancelledError as error:
-                if self._stopping:  # the stop's grace is over: the event stays pending in the journal
-                    raise
-                failure: BaseException = error  # the handler's own cancellation, not the worker's
+                await self._call_handler(event)
             except Exception as error:  # the handler's bug or outage: retried, then kept as failed, never a 5xx
                 failure = error
             else:
@@ -331,6 +345,20 @@ class WebhookReceiver:
             _log.warning("webhook event %s (%s.%s): the handler raised %s (attempt %d of %d), retried in %g s",
                          meta.id, meta.entity, meta.action, name, attempt, self._attempts, delay)
             await asyncio.sleep(delay)
+
+    async def _call_handler(self, event: WebhookEvent) -> None:
+        """Run the handler in a task of its own, so that its own cancellation (it awaited something cancelled) is
+        told apart from the worker's (a stop, the loop's end): the first is a failure like any error
+        (:class:`HandlerCancelledError`), the second cancels the handler too and goes on up."""
+        task = asyncio.ensure_future(self._handler(event))
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            if task.cancelled():
+                raise HandlerCancelledError("the handler was cancelled") from None
+            task.cancel()
+            await asyncio.wait({task}, timeout=_CANCEL_WAIT_SECONDS)  # bounded: a handler may ignore it
+            raise
 
     def _settle(self, event: WebhookEvent, attempts: int, *, skipped: bool = False,
                 failure: str | None = None) -> None:

@@ -91,6 +91,12 @@ def test_the_event_repr_shows_the_meta_but_not_the_data() -> None:
     assert "e-7" in text and "Reply: thanks" not in text
 
 
+def test_events_compare_by_value_and_hash_by_meta() -> None:
+    event = WebhookEvent.from_json(payload("e-1"))
+    assert event == WebhookEvent.from_json(payload("e-1")) and event != WebhookEvent.from_json(payload("e-2"))
+    assert len({event, WebhookEvent.from_json(payload("e-1"))}) == 1
+
+
 # -- the router -----------------------------------------------------------------------------------------------
 
 

@@ -134,7 +134,7 @@ class WebhookMeta:
     is_bulk_edit: bool | None = None
     merged_to_id: int | None = None
     merged_from_id: int | None = None
-    extra: Mapping[str, Any] = attrs.field(factory=dict)
+    extra: Mapping[str, Any] = attrs.field(factory=dict, hash=False)  # hashable by its known fields
 
     @property
     def time(self) -> datetime | None:
@@ -186,8 +186,9 @@ class WebhookEvent:
     """
 
     meta: WebhookMeta
-    data: Mapping[str, Any] | None = attrs.field(default=None, repr=False)  # an agent's note, a customer's email
-    previous: Mapping[str, Any] | None = attrs.field(default=None, repr=False)
+    # Not in the repr (an agent's note, a customer's email), nor the hash (an event is hashable by its meta).
+    data: Mapping[str, Any] | None = attrs.field(default=None, repr=False, hash=False)
+    previous: Mapping[str, Any] | None = attrs.field(default=None, repr=False, hash=False)
 
     @classmethod
     def from_json(cls, payload: Any) -> WebhookEvent:

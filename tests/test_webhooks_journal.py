@@ -15,8 +15,10 @@ from aiohttp import ClientSession
 from webhook_deliveries import PATH, basic, deliver, payload, serve
 
 from pipedrive_channels import CheckpointError, CheckpointLockedError
-from pipedrive_channels.webhooks import MAX_BACKOFF_SECONDS, FailedEvent, WebhookEvent
+from pipedrive_channels._journal import Checkpoint
+from pipedrive_channels.webhooks import JOURNAL_RETENTION_SECONDS, MAX_BACKOFF_SECONDS, FailedEvent, WebhookEvent
 from pipedrive_channels.webhooks import _receiver as receiver_module
+from pipedrive_channels.webhooks._store import JournalEvents
 
 
 class Recorder:
@@ -298,9 +300,6 @@ async def test_workers_cancelled_from_outside_end_and_leave_the_event_pending(tm
 
 def test_a_journal_row_holds_the_body_as_received_until_handled(tmp_path: Path) -> None:
     # The body is what the restart reads back: it must be the delivery itself.
-    from pipedrive_channels._journal import Checkpoint
-    from pipedrive_channels.webhooks._store import JournalEvents
-
     with Checkpoint(tmp_path / "hooks.sqlite") as checkpoint:
         events = JournalEvents(checkpoint)
         event = WebhookEvent.from_json(payload("e-1"))
@@ -312,3 +311,34 @@ def test_a_journal_row_holds_the_body_as_received_until_handled(tmp_path: Path) 
         assert events.pending(10, ()) == ([], False) and events.waiting() == 0
         body = checkpoint.execute("SELECT body FROM webhook_events").fetchone()[0]
     assert body is None
+
+
+async def test_handled_ids_expire_after_the_retention_and_open_events_stay(tmp_path: Path) -> None:
+    journal = tmp_path / "hooks.sqlite"
+    async with serve(Flaky(), journal=journal, attempts=1) as (client, receiver):
+        for event_id in ("old-failed", "old-handled"):
+            await deliver(client, payload(event_id))
+        await asyncio.wait_for(receiver.drained(), 5)
+    with sqlite3.connect(journal) as db:
+        db.execute("UPDATE webhook_events SET received_at = received_at - ?", (JOURNAL_RETENTION_SECONDS + 60,))
+        db.execute("UPDATE webhook_events SET state = 'handled', body = NULL WHERE id = 'old-handled'")
+        db.execute("INSERT INTO webhook_events (id, state, body, received_at) VALUES ('old-pending', 'pending', ?, 0)",
+                   (json.dumps(payload("old-pending")),))
+    handler = Recorder()
+    async with serve(handler, journal=journal) as (client, receiver):
+        await asyncio.wait_for(receiver.drained(), 5)
+        assert (await deliver(client, payload("old-handled", attempt=2)))[1]["duplicate"] is False  # forgotten
+        await asyncio.wait_for(receiver.drained(), 5)
+        assert [failure.id for failure in receiver.failed()] == ["old-failed"]
+    assert sorted(handler.ids) == ["old-handled", "old-pending"]
+
+
+def test_the_journal_reads_what_waits_failed_or_expired_through_indexes(tmp_path: Path) -> None:
+    with Checkpoint(tmp_path / "hooks.sqlite") as checkpoint:
+        JournalEvents(checkpoint)
+        for query in ["SELECT id, body FROM webhook_events WHERE state = 'pending' ORDER BY seq LIMIT 5",
+                      "SELECT COUNT(*) FROM webhook_events WHERE state = 'pending'",
+                      "SELECT id, reason, attempts FROM webhook_events WHERE state = 'failed' ORDER BY seq",
+                      "DELETE FROM webhook_events WHERE state IN ('handled', 'skipped') AND received_at < 5"]:
+            plan = " ".join(row[-1] for row in checkpoint.execute("EXPLAIN QUERY PLAN " + query).fetchall())
+            assert "USING INDEX webhook_events_" in plan, (query, plan)

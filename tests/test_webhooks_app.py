@@ -16,7 +16,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from webhook_deliveries import PASSWORD, PATH, USER, basic, deliver, payload, serve
 
 from pipedrive_channels import ValidationError
-from pipedrive_channels.webhooks import RECEIVER, RECENT_IDS, Router, WebhookEvent, create_webhook_app
+from pipedrive_channels.webhooks import RECEIVER, RECENT_IDS, Acceptance, Router, WebhookEvent, create_webhook_app
 from pipedrive_channels.webhooks import _app as app_module
 from pipedrive_channels.webhooks import _store as store_module
 
@@ -300,6 +300,12 @@ async def test_a_router_dispatches_the_deliveries() -> None:
         await deliver(client, payload("e-2", entity="person", action="change"))
         await asyncio.wait_for(receiver.drained(), 5)
     assert sorted(seen) == ["note 42", "other person.change"]
+
+
+def test_a_receiver_not_running_records_nothing() -> None:
+    app = create_webhook_app(_nothing, username=USER, password=PASSWORD)
+    assert app[RECEIVER].accept(WebhookEvent.from_json(payload()), "{}") is Acceptance.STOPPED
+    assert app[RECEIVER].stats.received == 0
 
 
 async def test_retrying_needs_a_running_receiver() -> None:

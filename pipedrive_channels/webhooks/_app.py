@@ -146,6 +146,8 @@ class _Deliveries:
             _log.warning("webhook event %s refused with 503: the queue is full and there is no journal",
                          event.meta.id)
             return _answer(503, "the queue is full; retry later")
+        if outcome is Acceptance.STOPPED:
+            return _answer(503, "the receiver is not running; retry later")
         return _answer(200, duplicate=outcome is Acceptance.DUPLICATE)
 
 

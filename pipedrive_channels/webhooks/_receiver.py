@@ -56,8 +56,10 @@ class Acceptance(enum.Enum):
     DUPLICATE = "duplicate"
     """Its ``meta.id`` was recorded before: answer 200, it is not handled again."""
     FULL = "full"
-    """Not recorded: the queue is full and there is no journal to hold it (or the receiver is not running):
-    answer 503, so that Pipedrive retries."""
+    """Not recorded: the queue is full and there is no journal to hold it: answer 503, so that Pipedrive
+    retries."""
+    STOPPED = "stopped"
+    """Not recorded: the receiver is not running (not started yet, or stopping): answer 503."""
 
 
 @attrs.frozen
@@ -243,12 +245,13 @@ class WebhookReceiver:
 
         With a journal the event is committed when this returns, even when the queue is full (it is read back
         later); without one a full queue refuses it (:attr:`Acceptance.FULL`), remembering nothing.
+        A receiver not running refuses everything (:attr:`Acceptance.STOPPED`).
 
         :raises CheckpointError: the journal could not record it (answer 503: Pipedrive retries).
         """
         store = self._store
         if store is None or self._stopping:
-            return Acceptance.FULL
+            return Acceptance.STOPPED
         full = len(self._queue) >= self._queue_size
         if isinstance(store, MemoryEvents) and full and not store.knows(event.meta.id):
             self._counts.refused += 1

@@ -18,11 +18,16 @@ V1: Mapping[str, int] = {
     "GET /notes/{id}": 2,
     "PUT /notes/{id}": 10,
     "DELETE /notes/{id}": 6,
+    "GET /webhooks": 10,
+    "POST /webhooks": 10,
+    "DELETE /webhooks/{id}": 6,
+    "GET /users/me": 2,
 }
 V2: Mapping[str, int] = {
     "GET /persons/search": 20,
     "POST /persons": 5,
     "GET /persons/{id}": 1,
+    "PATCH /persons/{id}": 5,
     "DELETE /persons/{id}": 3,
 }
 # A generic collection (FakePipedrive.add_collection) costs what most of Pipedrive's do: v1 lists 20, items 2,

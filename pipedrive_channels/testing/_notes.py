@@ -9,6 +9,11 @@ must name a stored person (404 otherwise), the others are taken as given (the fa
 ``GET /v1/notes`` lists newest first (``add_time`` then ``id``, both descending), as the spec says Pipedrive shows
 notes, unless ``sort`` says otherwise (``id``, ``add_time`` or ``update_time``, each ``ASC`` or ``DESC``, comma
 separated); it filters by any of the owner ids and pages by offset (``start``, ``limit`` 1 to 500, default 100).
+
+Each note written is told to the webhooks (entity ``note``): a create, a change (``previous``: the fields whose
+value changed, ``update_time`` and ``last_update_user_id`` aside; a write that changes nothing tells nothing) or a
+delete. Its ``user_id`` is the user who makes the change (the token's user through the API). The notes deleted
+with their person tell nothing.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from collections.abc import Iterator, Mapping
 from datetime import datetime, timezone
 from typing import Any
 
+from ._deliveries import Changes, changed_fields
 from ._envelopes import JsonDict, Refused
 from ._params import path_id, query_int
 
@@ -27,7 +33,6 @@ _SORTABLE = ("id", "add_time", "update_time")
 _TIME = "%Y-%m-%d %H:%M:%S"
 _TIME_SHAPE = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d")
 _MAX_LIMIT = 500
-_USER_ID = 1
 
 
 def _now() -> str:
@@ -38,11 +43,13 @@ class Notes:
     """The stored notes by id, each as answered but for its ``person`` (added from the person at each answer).
 
     :param people: the stored persons by id (a note's person must be one of them).
+    :param changes: told of each note written, and asked who writes it.
     """
 
-    def __init__(self, people: Mapping[int, JsonDict]) -> None:
+    def __init__(self, people: Mapping[int, JsonDict], changes: Changes) -> None:
         self.notes: dict[int, JsonDict] = {}
         self._people = people
+        self._changes = changes
         self._last_id = 0
 
     def contents_of(self, person_id: int) -> Iterator[str]:
@@ -65,6 +72,7 @@ class Notes:
         owner = self._owner(owners)
         add_time = _add_time(body.get("add_time")) or _now()
         self._last_id += 1
+        user_id = self._changes.origin.user_id
         note: JsonDict = {
             "id": self._last_id,
             "active_flag": True,
@@ -73,13 +81,15 @@ class Notes:
             "content": content,
             **dict.fromkeys(_OWNERS),
             **owner,
-            "user_id": _USER_ID,
-            "last_update_user_id": _USER_ID,
+            "user_id": user_id,
+            "last_update_user_id": user_id,
             **dict.fromkeys(("pinned_to_person_flag", "pinned_to_deal_flag", "pinned_to_organization_flag",
                              "pinned_to_lead_flag", "pinned_to_project_flag"), False),
         }
         self.notes[note["id"]] = note
-        return 200, {"success": True, "data": self._answer(note)}
+        answer = self._answer(note)
+        self._changes.changed("note", "create", note["id"], answer, None)
+        return 200, {"success": True, "data": answer}
 
     def get(self, path: str, body: Any, query: Mapping[str, str]) -> tuple[int, JsonDict]:
         return 200, {"success": True, "data": self._answer(self._find(path))}
@@ -98,11 +108,17 @@ class Notes:
             changes.update(dict.fromkeys(_OWNERS), **self._owner(owners))
         if (add_time := _add_time(body.get("add_time"))) is not None:
             changes["add_time"] = add_time
-        note.update(changes, update_time=_now())
-        return 200, {"success": True, "data": self._answer(note)}
+        before = self._answer(note)
+        note.update(changes, update_time=_now(), last_update_user_id=self._changes.origin.user_id)
+        answer = self._answer(note)
+        previous = changed_fields(before, answer, ignore=("update_time", "last_update_user_id"))
+        if previous:
+            self._changes.changed("note", "change", note["id"], answer, previous)
+        return 200, {"success": True, "data": answer}
 
     def delete(self, path: str, body: Any, query: Mapping[str, str]) -> tuple[int, JsonDict]:
-        del self.notes[self._find(path)["id"]]
+        note = self.notes.pop(self._find(path)["id"])
+        self._changes.changed("note", "delete", note["id"], None, self._answer(note))
         return 200, {"success": True, "data": True}
 
     def listing(self, path: str, body: Any, query: Mapping[str, str]) -> tuple[int, JsonDict]:

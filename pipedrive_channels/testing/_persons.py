@@ -13,6 +13,10 @@ Search, as the fake answers ``GET /api/v2/persons/search``:
 - Results come oldest person first (``add_time``, then ``id``), ``limit`` (1 to 500, default 100) per page; the
   opaque ``additional_data.next_cursor`` names the last person of the page (so a person added or deleted between
   pages moves no other one), ``null`` on the last page.
+
+``PATCH /api/v2/persons/{id}`` changes ``name``, ``emails`` or ``phones`` under the create checks. Each person
+written is told to the webhooks (entity ``person``: create, change with the old values of the fields that changed,
+``update_time`` aside, or delete); a person created through the API is owned by the token's user.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime, timezone
 from typing import Any
 
+from ._deliveries import Changes, changed_fields
 from ._envelopes import JsonDict, Refused
 from ._notes import Notes
 from ._params import path_id, query_flag, query_int
@@ -31,7 +36,6 @@ _SEARCH_FIELDS = ("name", "email", "phone", "notes", "custom_fields")
 _ENTRY_KEYS = frozenset({"value", "primary", "label"})
 _MAX_ENTRIES = 100  # emails or phones of one person: a bound on hostile input, far above any real person's
 _MAX_LIMIT = 500
-_OWNER_ID = 1
 _VISIBLE_TO = 3  # "owner's visibility group and sub-groups", Pipedrive's default
 
 
@@ -44,11 +48,15 @@ def _v2_time(moment: datetime) -> str:
 
 class Persons:
     """The stored persons by id, as ``GET /api/v2/persons/{id}`` answers them, their operations, and their notes
-    (searched with ``fields=notes``, deleted with their person)."""
+    (searched with ``fields=notes``, deleted with their person).
 
-    def __init__(self) -> None:
+    :param changes: told of each person and note written, and asked who writes it.
+    """
+
+    def __init__(self, changes: Changes) -> None:
         self.people: dict[int, JsonDict] = {}
-        self.notes = Notes(self.people)  # a note's person must be one of them
+        self.notes = Notes(self.people, changes)  # a note's person must be one of them
+        self._changes = changes
         self._last_id = 0
 
     def add(
@@ -67,7 +75,7 @@ class Persons:
             "name": name,
             "first_name": first,
             "last_name": last,
-            "owner_id": _OWNER_ID,
+            "owner_id": self._changes.origin.user_id,
             "org_id": None,
             "add_time": created,
             "update_time": created,
@@ -80,6 +88,7 @@ class Persons:
             "custom_fields": {},
         }
         self.people[person["id"]] = person
+        self._changes.changed("person", "create", person["id"], dict(person), None)
         return person
 
     def add_plain(self, name: str, phones: Iterable[str], emails: Iterable[str], add_time: datetime | None) -> int:
@@ -99,9 +108,11 @@ class Persons:
 
     def remove(self, person_id: int) -> bool:
         """Delete a person and its notes; False when there is no such person."""
-        if self.people.pop(person_id, None) is None:
+        person = self.people.pop(person_id, None)
+        if person is None:
             return False
         self.notes.forget(person_id)
+        self._changes.changed("person", "delete", person_id, None, person)
         return True
 
     # -- the operations ---------------------------------------------------------------------------------------
@@ -118,6 +129,26 @@ class Persons:
 
     def get(self, path: str, body: Any, query: Mapping[str, str]) -> tuple[int, JsonDict]:
         return 200, {"success": True, "data": self._find(path)}
+
+    def update(self, path: str, body: Any, query: Mapping[str, str]) -> tuple[int, JsonDict]:
+        """``PATCH``: change the fields given (``name``, ``emails``, ``phones``), under the create checks."""
+        person = self._find(path)
+        if not isinstance(body, dict):
+            raise Refused("body", "must be a JSON object")
+        changes: JsonDict = {field: _entries(body, field) for field in ("emails", "phones") if field in body}
+        if "name" in body:
+            name = body["name"]
+            if not isinstance(name, str) or not name.strip():
+                raise Refused("name", "is required: a non-empty string")
+            first, _, last = name.partition(" ")
+            changes.update(name=name, first_name=first, last_name=last)
+        before = dict(person)
+        person.update(changes)
+        previous = changed_fields(before, person, ignore=("update_time",))
+        if previous:
+            person["update_time"] = _v2_time(datetime.now(timezone.utc))
+            self._changes.changed("person", "change", person["id"], dict(person), previous)
+        return 200, {"success": True, "data": person}
 
     def delete(self, path: str, body: Any, query: Mapping[str, str]) -> tuple[int, JsonDict]:
         person = self._find(path)

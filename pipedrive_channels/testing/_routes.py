@@ -12,12 +12,14 @@ from typing import Any, Protocol
 from aiohttp import web
 
 from . import _costs
+from ._deliveries import Deliveries, Origin
 from ._envelopes import UNAUTHORIZED, Refused, error_body
 from ._faults import FaultPlan
 from ._oauth import Authority
 from ._persons import Persons
 from ._rate import RateWindows
 from ._store import Operation, Store
+from ._webhooks import Webhooks, me
 
 _PREFIXES = ("/v1", "/api/v1")  # "/api/v1" is what "{api_domain}/api/v1" base URLs hit.
 _V2 = "/api/v2"
@@ -56,6 +58,8 @@ class Knobs(Protocol):
     requests: list[RecordedRequest]
     token_requests: int
     tokens_spent: int
+    user_id: int
+    company_id: int
 
 
 class Routes:
@@ -72,6 +76,8 @@ class Routes:
         oauth: Authority,
         store: Store,
         persons: Persons,
+        webhooks: Webhooks,
+        deliveries: Deliveries,
         faults: FaultPlan,
         windows: RateWindows,
         clock: Callable[[], float],
@@ -80,13 +86,15 @@ class Routes:
         self._oauth = oauth
         self._store = store
         self._persons = persons
+        self._webhooks = webhooks
+        self._deliveries = deliveries
         self._faults = faults
         self._windows = windows
         self._clock = clock
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=_MAX_BODY)
-        store, persons, notes = self._store, self._persons, self._persons.notes
+        store, persons, notes, hooks = self._store, self._persons, self._persons.notes, self._webhooks
         v1, v2 = _costs.V1, _costs.V2
         for prefix in _PREFIXES:
             self._add(app, "POST", prefix, "/channels", store.add_channel, v1["POST /channels"])
@@ -98,11 +106,14 @@ class Routes:
             for method, template, operation in (
                 ("GET", "/notes", notes.listing), ("POST", "/notes", notes.create), ("GET", "/notes/{id}", notes.get),
                 ("PUT", "/notes/{id}", notes.update), ("DELETE", "/notes/{id}", notes.delete),
+                ("GET", "/webhooks", hooks.listing), ("POST", "/webhooks", hooks.create),
+                ("DELETE", "/webhooks/{id}", hooks.delete), ("GET", "/users/me", self._me),
             ):
                 self._add(app, method, prefix, template, operation, v1[f"{method} {template}"])
         for method, template, operation in (  # the search first: "/persons/search" is no person's id
             ("GET", "/persons/search", persons.search), ("POST", "/persons", persons.create),
-            ("GET", "/persons/{id}", persons.get), ("DELETE", "/persons/{id}", persons.delete),
+            ("GET", "/persons/{id}", persons.get), ("PATCH", "/persons/{id}", persons.update),
+            ("DELETE", "/persons/{id}", persons.delete),
         ):
             self._add(app, method, _V2, template, operation, v2[f"{method} {template}"])
         app.router.add_post("/oauth/token", self._token)
@@ -155,7 +166,9 @@ class Routes:
             response = web.json_response(error_body(429), status=429, headers=rate_headers)
         else:
             try:
-                status, payload = operation(path, body, request.query)
+                # Changes made through the API are the token's user's (every token is the fake's user's).
+                with self._deliveries.acting(Origin("api", self._fake.user_id)):
+                    status, payload = operation(path, body, request.query)
             except Refused as refused:  # a check of the persons or notes routes
                 status, payload = refused.answer()
             cost = charge(request.method, path)
@@ -163,6 +176,9 @@ class Routes:
             response = web.json_response(payload, status=status, headers=rate_headers)
         self._record(request, path, body, at, response.status, cost)
         return response
+
+    def _me(self, path: str, body: Any, query: Any) -> tuple[int, dict[str, Any]]:
+        return 200, me(self._fake.company_id, self._fake.user_id)
 
     async def _token(self, request: web.Request) -> web.Response:
         at = self._clock()

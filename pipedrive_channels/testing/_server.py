@@ -16,12 +16,16 @@ from ._persons import Persons
 from ._rate import RateWindows
 from ._routes import RecordedRequest, Routes
 from ._store import Store
+from ._webhook_knobs import WebhookKnobs
 
 __all__ = ["FakePipedrive", "RecordedRequest"]
 
 
-class FakePipedrive:
-    """A fake Pipedrive serving the Channels API, v2 persons, v1 notes and the OAuth token endpoint on ``127.0.0.1``.
+class FakePipedrive(WebhookKnobs):
+    """A fake Pipedrive serving the Channels API, v2 persons, v1 notes, v1 webhooks and OAuth on ``127.0.0.1``.
+
+    It delivers webhooks v2 for the changes it makes (see ``_deliveries``); the webhook knobs (``webhooks``,
+    ``webhook_deliveries``, ``webhooks_idle()``, ``agent_adds_note()``, ...) come from :class:`WebhookKnobs`.
 
     Use it as an async context manager (or call :meth:`start` and :meth:`close`). The public attributes
     (``latency``, ``refresh_failures``, ``api_domain``, ...) are plain knobs: assign them at any time.
@@ -34,6 +38,7 @@ class FakePipedrive:
         10 in their own window (``x-ratelimit-reset`` then says when the search window frees a slot).
     :param api_domain: ``api_domain`` sent in token responses; None means :attr:`root_url`. The SDK follows only
         an https Pipedrive ``api_domain``, so a client of the fake passes ``base_url=fake.base_url``.
+    :param webhook_delay_scale: multiplies the webhook deliveries' timeout, retry delays and ban (e.g. 0.01).
     """
 
     def __init__(
@@ -45,6 +50,7 @@ class FakePipedrive:
         rate_limit: int = 80,
         enforce_rate_limit: bool = False,
         api_domain: str | None = None,
+        webhook_delay_scale: float = 1.0,
     ) -> None:
         self.client_id = client_id
         """The OAuth client id accepted by the token endpoint."""
@@ -72,9 +78,10 @@ class FakePipedrive:
         """Tokens spent at the server: each request a route answered itself (any status: 200, 400, 404) adds its
         documented ``x-token-cost``; 401s, 429s, injected faults and dropped connections add nothing. Assign 0 to
         start measuring afresh."""
+        self._init_webhooks(webhook_delay_scale)
         self._oauth = Authority(self)
-        self._store = Store(self)
-        self._persons = Persons()
+        self._store = Store(self, self._deliveries)
+        self._persons = Persons(self._deliveries)
         self._faults = FaultPlan()
         self._windows = RateWindows()  # kept across restarts, as the tokens are
         self._runner: web.AppRunner | None = None
@@ -86,8 +93,9 @@ class FakePipedrive:
         """Start listening on ``127.0.0.1:port`` (0 picks a free port)."""
         if self._runner is not None:
             raise RuntimeError("FakePipedrive is already started")
-        app = Routes(self, oauth=self._oauth, store=self._store, persons=self._persons, faults=self._faults,
-                     windows=self._windows, clock=monotonic).app()  # the clock tests replace, in this module
+        app = Routes(self, oauth=self._oauth, store=self._store, persons=self._persons, webhooks=self._webhooks,
+                     deliveries=self._deliveries, faults=self._faults, windows=self._windows,
+                     clock=monotonic).app()  # the clock tests replace, in this module
         # A short shutdown timeout: close() must not wait a minute for a handler stuck in `latency`.
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
         await runner.setup()
@@ -100,7 +108,9 @@ class FakePipedrive:
         self._root_url = f"http://127.0.0.1:{runner.addresses[0][1]}"
 
     async def close(self) -> None:
-        """Stop the server and close its connections. Safe to call twice."""
+        """Stop the server, its webhook deliveries (those pending are dropped) and its connections. Safe to call
+        twice."""
+        await self._deliveries.close()
         runner, self._runner = self._runner, None
         if runner is not None:
             await runner.cleanup()

@@ -2,6 +2,11 @@
 
 Each operation maps a request that passed the credential and rate checks, ``(raw path, parsed JSON body, query)``,
 to ``(status, JSON answer)``, or raises :class:`~._envelopes.Refused` (a 400 or 404 naming the field).
+
+Channels and messages written are told to the webhooks, as entities of their own that only an ``event_object`` of
+``*`` receives (Pipedrive's registry knows no such objects): ``channel`` (``entity_id`` its
+``provider_channel_id``; create, change when added again with other fields, delete) and ``message`` (``entity_id``
+the message's id; create, change when received again with other fields, and delete when its conversation is).
 """
 
 from __future__ import annotations
@@ -13,26 +18,27 @@ from typing import Any, Protocol
 from urllib.parse import unquote
 
 from ._costs import collection_cost
+from ._deliveries import Changes, changed_fields
 from ._envelopes import JsonDict, invalid, not_found
 from ._validation import ADD_CHANNEL_ERROR, RECEIVE_ERROR, valid_channel, valid_message
 
 Operation = Callable[[str, Any, Mapping[str, str]], tuple[int, JsonDict]]
 
-_COMPANY_ID = 1
-_USER_ID = 1
 
 
 class Owner(Protocol):
-    """The knob the store reads at each write: the fake's :attr:`~FakePipedrive.client_id`."""
+    """The knobs the store reads at each write: the fake's :attr:`~FakePipedrive.client_id` and ``company_id``."""
 
     client_id: str
+    company_id: int
 
 
 class Store:
     """The fake's data. The dicts are the fake's public :attr:`~FakePipedrive.channels` (and so on)."""
 
-    def __init__(self, owner: Owner) -> None:
+    def __init__(self, owner: Owner, changes: Changes) -> None:
         self._owner = owner
+        self._changes = changes
         self.channels: dict[str, JsonDict] = {}
         self.messages: dict[tuple[str, str], dict[str, JsonDict]] = {}
         self.collections: dict[tuple[str, str], list[JsonDict]] = {}
@@ -40,20 +46,25 @@ class Store:
     def put_channel(self, body: JsonDict) -> JsonDict:
         """Store a valid add-channel body; adding an id again renames it and keeps its ``id`` and ``created_at``."""
         provider_channel_id = body["provider_channel_id"]
-        old = self.channels.get(provider_channel_id, {})
+        known = self.channels.get(provider_channel_id)
+        old = known or {}
         channel = {
             "id": old.get("id") or str(uuid.uuid4()),
             "name": body["name"],
             "avatar_url": body.get("avatar_url"),
             "provider_channel_id": provider_channel_id,
             "marketplace_client_id": self._owner.client_id,
-            "pd_company_id": _COMPANY_ID,
-            "pd_user_id": _USER_ID,
+            "pd_company_id": self._owner.company_id,
+            "pd_user_id": old.get("pd_user_id") or self._changes.origin.user_id,
             "created_at": old.get("created_at") or datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S"),
             "provider_type": body.get("provider_type", "other"),
             "template_support": body.get("template_support", False),
         }
         self.channels[provider_channel_id] = channel
+        if known is None:
+            self._changes.changed("channel", "create", provider_channel_id, dict(channel), None)
+        elif previous := changed_fields(known, channel):
+            self._changes.changed("channel", "change", provider_channel_id, dict(channel), previous)
         return channel
 
     def put_checked_channel(
@@ -84,24 +95,35 @@ class Store:
         if body["channel_id"] not in self.channels:
             return 404, not_found("Channel not found.")
         # Receiving an id again updates the message: that is how status changes are delivered.
-        self.messages.setdefault((body["channel_id"], body["conversation_id"]), {})[body["id"]] = body
+        conversation = self.messages.setdefault((body["channel_id"], body["conversation_id"]), {})
+        known = conversation.get(body["id"])
+        conversation[body["id"]] = body
+        if known is None:
+            self._changes.changed("message", "create", body["id"], dict(body), None)
+        elif previous := changed_fields(known, body):
+            self._changes.changed("message", "change", body["id"], dict(body), previous)
         return 200, {"success": True, "data": body}
 
     def delete(self, path: str, body: Any, query: Mapping[str, str]) -> tuple[int, JsonDict]:
         segments = [unquote(s) for s in path.partition("/channels/")[2].split("/")]
         if len(segments) == 1:
             channel_id = segments[0]
-            if self.channels.pop(channel_id, None) is None:
+            channel = self.channels.pop(channel_id, None)
+            if channel is None:
                 return 404, not_found("Channel not found.")
             for key in [key for key in self.messages if key[0] == channel_id]:
                 del self.messages[key]
+            self._changes.changed("channel", "delete", channel_id, None, channel)
             return 200, {"success": True}
         if len(segments) == 3 and segments[1] == "conversations":
             key = (segments[0], segments[2])
             if key[0] not in self.channels:
                 return 404, not_found("Channel not found.")
-            if self.messages.pop(key, None) is None:
+            messages = self.messages.pop(key, None)
+            if messages is None:
                 return 404, not_found("Conversation not found.")
+            for message_id, message in messages.items():
+                self._changes.changed("message", "delete", message_id, None, message)
             return 200, {"success": True}
         return 404, not_found("Not found")
 

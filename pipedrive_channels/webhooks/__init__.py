@@ -29,6 +29,7 @@ from ._receiver import (
 )
 from ._router import ANY, Handler, Router
 from ._store import JOURNAL_RETENTION_SECONDS, MAX_FAILED_IN_MEMORY, RECENT_IDS, FailedEvent
+from ._subscriptions import Webhook, ensure_webhook
 
 __all__ = [
     "ANY",
@@ -46,10 +47,12 @@ __all__ = [
     "Handler",
     "HandlerCancelledError",
     "Router",
+    "Webhook",
     "WebhookEvent",
     "WebhookMeta",
     "WebhookPayloadError",
     "WebhookReceiver",
     "WebhookStats",
     "create_webhook_app",
+    "ensure_webhook",
 ]

@@ -477,3 +477,46 @@ async def test_closing_the_fake_stops_its_deliveries(http: aiohttp.ClientSession
     await asyncio.wait_for(receiver.arrived.wait(), GUARD)
     await asyncio.wait_for(fake.close(), GUARD)
     await fake.webhooks_idle(timeout=1)
+
+
+async def test_an_agent_merging_persons_tells_a_delete_and_a_change(
+    fake: FakePipedrive, http: aiohttp.ClientSession, receiver: Receiver
+) -> None:
+    ada = fake.add_person("Ada", emails=["ada@example.com"])
+    king = fake.add_person("Ada King", emails=["ada@example.com", "king@example.com"], phones=["+44 1"])
+    note_id = await add_note(http, fake, king, "from the duplicate")
+    await register(http, fake, receiver.url, event_object="person")
+    fake.agent_merges_persons(king, ada)
+    with pytest.raises(ValueError, match="Person not found"):
+        fake.agent_merges_persons(king, ada)
+    with pytest.raises(ValueError, match="another person"):
+        fake.agent_merges_persons(ada, ada)
+    await idle(fake)
+
+    delete, change = receiver.seen
+    assert (delete.meta["action"], delete.meta["entity_id"], delete.meta["merged_to_id"]) == ("delete", str(king),
+                                                                                             str(ada))
+    assert delete.body["data"] is None and delete.body["previous"]["name"] == "Ada King"
+    assert (change.meta["action"], change.meta["entity_id"], change.meta["merged_from_id"]) == ("change", str(ada),
+                                                                                               str(king))
+    assert "merged_from_id" not in delete.meta and "merged_to_id" not in change.meta
+    assert change.meta["change_source"] == "app" and change.meta["user_id"] == str(fake.agent_user_id)
+    assert set(change.body["previous"]) == {"emails", "phones"}
+    assert [entry["value"] for entry in change.body["data"]["emails"]] == ["ada@example.com", "king@example.com"]
+    assert king not in fake.persons and fake.notes[note_id]["person_id"] == ada
+
+
+async def test_a_webhook_holds_at_most_1000_pending_events_and_loses_the_rest(
+    fake: FakePipedrive, http: aiohttp.ClientSession, receiver: Receiver
+) -> None:
+    fake.webhook_timeout = GUARD
+    receiver.release = asyncio.Event()  # the first delivery hangs: every later event waits
+    hook = await register(http, fake, receiver.url)
+    for index in range(1002):
+        fake.add_person(f"P{index}")
+    lost = [record for record in fake.webhook_deliveries if record.attempt == 0]
+    assert [(r.webhook_id, r.error) for r in lost] == [(hook["id"], "queue full")] * 2
+    fake.delete_webhook(hook["id"])  # drops the 1,000 waiting
+    await idle(fake)
+    with pytest.raises(TypeError):
+        fake.webhooks[hook["id"]] = {}  # type: ignore[index]

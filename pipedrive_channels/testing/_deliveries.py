@@ -98,7 +98,8 @@ class _Lane:
 
 
 class Deliveries:
-    """The events told by the fake's operations, delivered to the matching webhooks of ``hooks``.
+    """The events told by the fake's operations, delivered to the matching webhooks of ``hooks``; the fake's
+    :class:`Changes`.
 
     :param hooks: the stored webhooks by id (with their passwords).
     """
@@ -147,13 +148,13 @@ class Deliveries:
             lane = self._lanes.setdefault(hook["id"], _Lane())
             event = {"meta": {**meta, "webhook_id": str(hook["id"]), "webhook_owner_id": str(hook["owner_id"]),
                               "permitted_user_ids": [str(hook["user_id"])]}, "data": data, "previous": previous}
-            lost = "banned" if monotonic() < lane.banned_until else "queue full" if len(lane.pending) >= MAX_PENDING \
-                else None
-            if lost is not None:
-                self._record(event, 0, None, lost)
-                continue
-            lane.pending.append(event)
-            self._kick(hook["id"], lane)
+            if monotonic() < lane.banned_until:
+                self._record(event, 0, None, "banned")
+            elif len(lane.pending) >= MAX_PENDING:
+                self._record(event, 0, None, "queue full")
+            else:
+                lane.pending.append(event)
+                self._kick(hook["id"], lane)
 
     def forget(self, webhook_id: int) -> None:
         """Drop a deleted webhook's pending events, and stop its delivery in progress."""

@@ -56,6 +56,12 @@ class Notes:
         """The contents of a person's notes."""
         return (note["content"] for note in self.notes.values() if note["person_id"] == person_id)
 
+    def move(self, person_id: int, into_id: int) -> None:
+        """Give a person's notes to another (the person is merged into it)."""
+        for note in self.notes.values():
+            if note["person_id"] == person_id:
+                note["person_id"] = into_id
+
     def forget(self, person_id: int) -> None:
         """Delete a person's notes (the person is deleted)."""
         for note_id in [key for key, note in self.notes.items() if note["person_id"] == person_id]:

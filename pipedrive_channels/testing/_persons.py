@@ -115,6 +115,27 @@ class Persons:
         self._changes.changed("person", "delete", person_id, None, person)
         return True
 
+    def merge(self, person_id: int, into_id: int) -> None:
+        """Merge a person into another as Pipedrive's UI does: its notes, and the emails and phones the other lacks,
+        move over, and it is deleted; told as its delete (``merged_to_id``), then the other's change
+        (``merged_from_id``). The notes moved tell nothing."""
+        gone, into = self.people.get(person_id), self.people.get(into_id)
+        if gone is None or into is None:
+            raise Refused("id", f"Person not found: no person {into_id if gone else person_id}", 404)
+        if person_id == into_id:
+            raise Refused("merge_with_id", "must be another person")
+        before = dict(into)
+        for field in ("emails", "phones"):
+            known = {entry["value"] for entry in into[field]}
+            into[field] = into[field] + [{**entry, "primary": False} for entry in gone[field]
+                                         if entry["value"] not in known]
+        self.notes.move(person_id, into_id)
+        del self.people[person_id]
+        into["update_time"] = _v2_time(datetime.now(timezone.utc))
+        self._changes.changed("person", "delete", person_id, None, gone, merged_to_id=str(into_id))
+        self._changes.changed("person", "change", into_id, dict(into),
+                              changed_fields(before, into, ignore=("update_time",)), merged_from_id=str(person_id))
+
     # -- the operations ---------------------------------------------------------------------------------------
 
     def create(self, path: str, body: Any, query: Mapping[str, str]) -> tuple[int, JsonDict]:

@@ -3,6 +3,11 @@ knobs that play an agent in Pipedrive's UI.
 
 A mixin of :class:`~pipedrive_channels.testing.FakePipedrive`, so that the class itself stays about its lifecycle
 and what it holds; the registry is ``_webhooks``, the deliveries ``_deliveries``.
+
+Who a change is told as made by: a request with a token, the token's user through the API (``change_source``
+``"api"``, ``user_id`` :attr:`~WebhookKnobs.user_id`); the ``agent_*`` knobs, an agent in the app (``"app"``,
+:attr:`~WebhookKnobs.agent_user_id` unless told otherwise); the fake's other knobs (``add_person``,
+``delete_person``, ``add_channel``), the fake's user in the app (``"app"``, ``user_id``).
 """
 
 from __future__ import annotations
@@ -82,6 +87,19 @@ class WebhookKnobs:
         :raises ValueError: no such note.
         """
         self._as_agent(user_id, "delete", f"/v1/notes/{note_id}", None)
+
+    def agent_merges_persons(self, person_id: int, into_id: int, *, user_id: int | None = None) -> None:
+        """Merge a person into another as an agent does in Pipedrive's UI: its notes, and the emails and phones the
+        other lacks, move over; the webhooks hear its delete (``meta.merged_to_id``), then the other's change
+        (``meta.merged_from_id``).
+
+        :raises ValueError: no such person, or the same person twice.
+        """
+        try:
+            with self._deliveries.acting(Origin("app", self.agent_user_id if user_id is None else user_id)):
+                self._persons.merge(person_id, into_id)
+        except Refused as refused:
+            raise ValueError(f"the persons could not be merged: {refused}") from None
 
     def _as_agent(self, user_id: int | None, operation: str, path: str, body: JsonDict | None) -> tuple[int, JsonDict]:
         notes = self._persons.notes

@@ -126,7 +126,7 @@ async def ensure_webhook(
         raise ValidationError("user_id", "must be a positive integer")
 
     matches = [
-        hook for hook in await list_webhooks(client)
+        hook for hook in await _listed(client)
         if hook.active and (hook.subscription_url, hook.event_action, hook.event_object, hook.version)
         == (url, event_action, event_object, version) and user_id in (None, hook.user_id)
     ]
@@ -153,7 +153,7 @@ async def ensure_webhook(
     return created
 
 
-async def list_webhooks(client: ChannelsClient) -> list[Webhook]:
+async def _listed(client: ChannelsClient) -> list[Webhook]:
     """The company's webhooks (``GET /v1/webhooks``, 10 tokens), each as a :class:`Webhook`.
 
     :raises ApiError: the answer's ``data`` is no list of webhooks (naming the field).

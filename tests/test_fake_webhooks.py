@@ -150,6 +150,7 @@ async def test_a_webhook_is_registered_listed_without_its_password_and_deleted(
     ({"subscription_url": None}, "subscription_url"),
     ({"subscription_url": "ftp://bot.example/"}, "subscription_url"),
     ({"subscription_url": "https://"}, "subscription_url"),
+    ({"subscription_url": "https://[bot.example/"}, "subscription_url"),
     ({"subscription_url": "https://x.example/" + "a" * 3000}, "subscription_url"),
     ({"event_action": "added"}, "event_action"),
     ({"event_action": None}, "event_action"),

@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
 from typing import Any
+from urllib.parse import urlsplit
 
 from ._envelopes import JsonDict, Refused
 from ._params import path_id
@@ -85,7 +86,12 @@ class Webhooks:
             raise Refused("body", "must be a JSON object")
         company_id, token_user = self._identity()
         url = _text(body, "subscription_url", required=True)
-        if not url.lower().startswith(("http://", "https://")) or len(url.split("://", 1)[1].split("/", 1)[0]) == 0:
+        try:
+            parts = urlsplit(url)
+            usable = parts.scheme.lower() in ("http", "https") and bool(parts.hostname)
+        except ValueError:  # e.g. an unbalanced '[' in the host
+            usable = False
+        if not usable:
             raise Refused("subscription_url", "invalid or non-reachable URL: must be an http(s) URL with a host")
         action, target = _choice(body, "event_action", EVENT_ACTIONS), _choice(body, "event_object", EVENT_OBJECTS)
         name = _text(body, "name", required=True)

@@ -17,6 +17,7 @@ from .backfill import (
     CheckpointLockedError,
     Failure,
     Progress,
+    WithContact,
     estimate,
     read_jsonl,
 )
@@ -96,6 +97,7 @@ __all__ = [
     "TransportError",
     "UnprocessableError",
     "ValidationError",
+    "WithContact",
     "__version__",
     "estimate",
     "read_jsonl",

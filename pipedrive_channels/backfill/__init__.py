@@ -1,41 +1,54 @@
 """Bulk back-fill: stream a channel's history into Pipedrive, resumable, in order per message, with progress.
 
-``backfill(client, messages)`` consumes any iterable or async iterable of :class:`Message` lazily, through a
-bounded buffer, so memory stays flat whatever the input size, and sends each message with
-``receive_message`` at bulk priority, as fast as the client's budget allows.
+``backfill(client, messages)`` consumes any iterable or async iterable of :class:`Message` (or
+:class:`WithContact`: a message and its conversation's customer) lazily, through a bounded buffer, so memory stays
+flat whatever the input size, and hands each record to its target at bulk priority, as fast as the client's budget
+allows. The default target, :class:`ChannelsTarget`, sends each message with ``receive_message``;
+``target=NotesTarget(...)`` (:mod:`pipedrive_channels.notes`) writes transcripts as notes on the matched person,
+which is what works on live accounts since Pipedrive removed the Channels API. Any object implementing
+:class:`~pipedrive_channels._target.Target` is a target: the pipeline knows nothing else of it.
 
 - **Order**: records of the same message ``id`` (sent, then delivered, then read) are sent one after the other
   in input order; everything else proceeds concurrently.
 - **Checkpoint**: a SQLite journal (standard library, WAL mode) records each delivered record, keyed by a digest
-  of its body, so a re-run skips exactly what was delivered, status updates included. SQLite rather than an
-  append-only file: looking a record up needs no in-memory set of a million keys, and a commit is atomic.
-  Each delivery commits before its worker starts another call; in WAL mode with ``synchronous=NORMAL`` a commit
-  survives ``kill -9`` (it is in the OS's hands), so a crash re-sends at most ``concurrency`` records, which is
-  safe: receive is idempotent on ``id``. A commit costs about 25 us on the event loop: far below what any
-  plan's budget lets through (480 requests per 2 s at most), so it is done in line, not in a thread. One run at a
-  time may use a journal: a second one is refused (:class:`CheckpointLockedError`), since two would send every
-  record twice and put statuses back.
+  of its body (and of its contact, when it has one), so a re-run skips exactly what was delivered, status
+  updates included. SQLite rather than an append-only file: looking a record up needs no in-memory set of a
+  million keys, and a commit is atomic. A record is journalled once its target took it (sent, or held in the
+  target's own journal tables to be written later), and each commits before its worker starts another call; in
+  WAL mode with ``synchronous=NORMAL`` a commit survives ``kill -9`` (it is in the OS's hands), so a crash
+  re-delivers at most ``concurrency`` records, which is safe: a target's delivery is idempotent (receive is, on
+  ``id``). A commit costs about 25 us on the event loop: far below what any plan's budget lets through (480
+  requests per 2 s at most), so it is done in line, not in a thread. One run at a time may use a journal: a
+  second one is refused (:class:`CheckpointLockedError`), since two would send every record twice and put
+  statuses back.
 - **Failures** do not stop the run: a record that fails for good (400, retries exhausted, a bad input line) is
-  kept in the report and the journal with its reason (a re-run tries it again). A spent daily budget pauses
-  the run until the budget allows, or stops it resumably at the ``deadline``; so does ``stop``. An error of the
-  run itself (the budget's Redis down, the journal unwritable, ``on_progress`` or the input raising) ends it at
-  once, resumably, and is raised: what was delivered is journalled, nothing else is.
+  kept in the report and the journal with its reason (a re-run tries it again); records a target took and then
+  reports failed (the notes target's contact that matches nobody) are in the report, and the target keeps them. A spent daily budget pauses the run until the budget allows, or stops it resumably at the
+  ``deadline``; so does ``stop``. An error of the run itself (the budget's Redis down, the journal unwritable,
+  ``on_progress`` or the input raising) ends it at once, resumably, and is raised: what was delivered is
+  journalled, nothing else is.
+- **The end**: once the input is read and every record delivered, the run calls the target's ``flush`` (a
+  target that coalesces writes, like the notes target, writes what it holds), under the same budget waits,
+  deadline and stop. A run that stopped early does not: what the target holds stays in the journal, and the
+  re-run (which skips the journalled records) writes it at its own end.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterable, Callable, Iterable, Mapping
+from collections.abc import AsyncIterable, Callable, Iterable, Iterator, Mapping
 
 import attrs
 
 from .._journal import Checkpoint, CheckpointError, CheckpointLockedError
-from .._wire import RECEIVE_MESSAGE
+from .._target import Outcome, Target
 from ..budget import Budget, Priority
 from ..client import ChannelsClient
 from ..models import Message
-from ._input import BadInput, read_jsonl, shard_of
+from ..notes import Contact
+from ._channels import ChannelsTarget
+from ._input import BadInput, WithContact, read_jsonl, shard_of
 from ._pipeline import MAX_CONCURRENCY, _Options, _Pipeline
 from ._tally import BackfillReport, Failure, Progress
 
@@ -43,12 +56,16 @@ __all__ = [
     "MAX_CONCURRENCY",
     "BackfillReport",
     "BadInput",
+    "ChannelsTarget",
     "Checkpoint",
     "CheckpointError",
     "CheckpointLockedError",
     "Estimate",
     "Failure",
+    "Outcome",
     "Progress",
+    "Target",
+    "WithContact",
     "backfill",
     "estimate",
     "read_jsonl",
@@ -67,21 +84,28 @@ class Estimate:
     seconds: float
 
 
-def estimate(messages: Iterable[Message | BadInput], budget: Budget) -> Estimate:
-    """Read ``messages`` once and say what sending them costs, and how long ``budget`` makes it take."""
-    count = bad = 0
-    for item in messages:
-        if isinstance(item, BadInput):
-            bad += 1
-        else:
-            count += 1
-    tokens = count * RECEIVE_MESSAGE.cost
-    return Estimate(count, bad, count, tokens, budget.time_for(count, tokens))
+def estimate(
+    messages: Iterable[Message | WithContact | BadInput], budget: Budget, target: Target | None = None
+) -> Estimate:
+    """Read ``messages`` once and say what delivering them through ``target`` (default: the Channels target)
+    costs at most, and how long ``budget`` makes it take."""
+    counted = {"records": 0, "bad": 0}
+
+    def records() -> Iterator[tuple[Message, Contact | None]]:
+        for item in messages:
+            if isinstance(item, BadInput):
+                counted["bad"] += 1
+                continue
+            counted["records"] += 1
+            yield (item.message, item.contact) if isinstance(item, WithContact) else (item, None)
+
+    requests, tokens = (target or ChannelsTarget()).estimate(records())
+    return Estimate(counted["records"], counted["bad"], requests, tokens, budget.time_for(requests, tokens))
 
 
 async def backfill(
     client: ChannelsClient,
-    messages: Iterable[Message | BadInput] | AsyncIterable[Message | BadInput],
+    messages: Iterable[Message | WithContact | BadInput] | AsyncIterable[Message | WithContact | BadInput],
     *,
     concurrency: int = 16,
     checkpoint: Checkpoint | str | os.PathLike[str] | None = None,
@@ -93,8 +117,10 @@ async def backfill(
     stop_grace: float = 10.0,
     priority: Priority = Priority.BULK,
     failures_kept: int = 100,
+    target: Target | None = None,
 ) -> BackfillReport:
-    """Deliver ``messages`` with ``client.receive_message``; see the module docstring for the guarantees.
+    """Deliver ``messages`` through ``target`` (default: each with ``client.receive_message``); see the module
+    docstring for the guarantees.
 
     :param concurrency: calls in flight at once, at most :data:`MAX_CONCURRENCY`.
     :param checkpoint: the journal (a path opens or creates one); ``None`` keeps no journal.
@@ -103,6 +129,7 @@ async def backfill(
     :param shard: ``(k, n)``: take only the messages whose conversation is in shard ``k`` of ``n``.
     :param deadline: seconds from now after which the run stops resumably (in-flight calls finish).
     :param stop: set it to stop resumably, e.g. on Ctrl-C: calls in flight get ``stop_grace`` seconds to finish.
+    :param target: where records go (attached to this run and its journal); ``None``: a :class:`ChannelsTarget`.
     :raises CheckpointError: the journal cannot be used (:class:`CheckpointLockedError`: another run has it).
     :raises BudgetUnavailableError: the shared budget's Redis is down (``on_redis_error="fail"``).
 
@@ -112,7 +139,8 @@ async def backfill(
     options = _Options(concurrency=concurrency, shard=shard, deadline=deadline, stop_grace=stop_grace,
                        priority=priority, failures_kept=failures_kept)
     journal = Checkpoint(checkpoint) if isinstance(checkpoint, str | os.PathLike) else checkpoint
-    pipeline = _Pipeline(client, journal, options, on_progress=on_progress, stop=stop or asyncio.Event())
+    target = target or ChannelsTarget()
+    pipeline = _Pipeline(client, target, journal, options, on_progress=on_progress, stop=stop or asyncio.Event())
     try:
         if ensure_channels:
             await pipeline.ensure_channels(ensure_channels)
@@ -120,4 +148,4 @@ async def backfill(
     finally:
         if journal is not None and journal is not checkpoint:
             journal.close()
-    return pipeline.tally.report()
+    return pipeline.tally.report(target.counts())

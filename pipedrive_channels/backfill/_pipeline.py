@@ -1,7 +1,8 @@
 """The back-fill's pipeline: a reader task feeding workers through a bounded buffer, in order per message id.
 
-The reader and the workers are tasks of one supervisor: the first of them to fail ends the run, and a stop gives
-the calls in flight a grace period before it cancels them.
+The reader, the workers and the finisher (which flushes the target once every record was delivered) are tasks of
+one supervisor: the first of them to fail ends the run, and a stop gives the calls in flight a grace period before
+it cancels them. The pipeline knows nothing of where records go: its target delivers them.
 """
 
 from __future__ import annotations
@@ -10,18 +11,20 @@ import asyncio
 import hashlib
 import time
 from collections import deque
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
 import attrs
 
 from .._journal import Checkpoint
+from .._target import Target
 from .._wire import dumps
 from ..budget import Priority
 from ..client import ChannelsClient
 from ..errors import ApiError, BudgetExhaustedError, BudgetTimeoutError, RateLimitError, TransportError, ValidationError
 from ..models import Message, converter
-from ._input import BadInput, shard_of
+from ..notes import Contact
+from ._input import BadInput, WithContact, shard_of
 from ._tally import Progress, _Tally
 
 MAX_CONCURRENCY = 256
@@ -56,10 +59,15 @@ class _Options:
     failures_kept: int
 
 
-def _key(message: Message) -> bytes:
+def _key(message: Message, contact: Contact | None) -> bytes:
     # The digest of the body the client sends: an update (same id, new status) is a record of its own, and the
-    # same record twice is one.
-    return hashlib.blake2b(dumps(converter.unstructure(message)), digest_size=16).digest()
+    # same record twice is one. A contact, when given, is part of the record (a re-run with a corrected one
+    # delivers it again); without one the key is the body's alone, as journals written before contacts hold.
+    digest = hashlib.blake2b(dumps(converter.unstructure(message)), digest_size=16)
+    if contact is not None:
+        digest.update(b"\0contact")
+        digest.update(dumps(attrs.asdict(contact)))
+    return digest.digest()
 
 
 async def _each(messages: Iterable[Any] | AsyncIterable[Any]) -> AsyncIterator[Any]:
@@ -104,6 +112,7 @@ class _Room:
 @attrs.define
 class _Record:
     message: Message
+    contact: Contact | None
     key: bytes
 
 
@@ -113,6 +122,7 @@ class _Pipeline:
     def __init__(
         self,
         client: ChannelsClient,
+        target: Target,
         journal: Checkpoint | None,
         options: _Options,
         *,
@@ -120,6 +130,7 @@ class _Pipeline:
         stop: asyncio.Event,
     ) -> None:
         self.client = client
+        self.target = target
         self.journal = journal
         self.options = options
         self.on_progress = on_progress
@@ -133,6 +144,7 @@ class _Pipeline:
         # Ids with a failed record in this run: their later records fail too, so that a re-run, which tries
         # failed records again, re-sends them all in order and never puts a message's status back.
         self.failed_ids: set[str] = set()
+        target.attach(journal, self.tally, priority=options.priority, deadline=self.deadline)
 
     def stopping(self) -> bool:
         if self.stop.is_set() or (self.deadline is not None and time.monotonic() >= self.deadline):
@@ -156,10 +168,11 @@ class _Pipeline:
         ready: asyncio.Queue[_Record | None] = asyncio.Queue()
         room = _Room(high=concurrency * 4, low=concurrency * 2)
         workers = [asyncio.ensure_future(self.work(ready, room)) for _ in range(concurrency)]
+        finisher = asyncio.ensure_future(self.finish(workers))
         # The reader is a task like the workers, so that the first of them to fail ends the run whatever the
         # others wait for: the reader for room a dead worker would never free, a worker for a record.
-        tasks = [asyncio.ensure_future(self.feed(messages, ready, room)), *workers]
-        watcher = asyncio.ensure_future(self.end_on_stop(workers, room))
+        tasks = [asyncio.ensure_future(self.feed(messages, ready, room)), *workers, finisher]
+        watcher = asyncio.ensure_future(self.end_on_stop([*workers, finisher], room))
         try:
             await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
         finally:  # cancelled, or a task failed (else all are done): in-flight calls are not journalled, so re-sent
@@ -170,8 +183,9 @@ class _Pipeline:
             if not task.cancelled() and (error := task.exception()) is not None:
                 raise error
 
-    async def end_on_stop(self, workers: list[asyncio.Task[None]], room: _Room) -> None:
-        """After ``stop``, give in-flight calls ``stop_grace`` seconds, then cancel what still waits.
+    async def end_on_stop(self, workers: list[asyncio.Future[None]], room: _Room) -> None:
+        """After ``stop``, give in-flight calls (the final flush's too) ``stop_grace`` seconds, then cancel what
+        still waits.
 
         A call can wait for hours on a spent daily budget; a cancelled one is not journalled, so the re-run
         sends it (safely: receive is idempotent on ``id``).
@@ -191,25 +205,29 @@ class _Pipeline:
         async for item in _each(messages):
             if self.stopping():
                 break
-            if isinstance(item, BadInput):
+            if isinstance(item, Message):
+                message, contact = item, None
+            elif isinstance(item, WithContact):
+                message, contact = item.message, item.contact
+            elif isinstance(item, BadInput):
                 self.fail(None, item.line, item.reason)
                 continue
-            if not isinstance(item, Message):
+            else:
                 self.fail(None, None, f"not a Message: {type(item).__name__}")
                 continue
-            if shard is not None and shard_of(item.conversation_id, shard[1]) != shard[0]:
+            if shard is not None and shard_of(message.conversation_id, shard[1]) != shard[0]:
                 continue
-            key = _key(item) if self.journal is not None else b""
+            key = _key(message, contact) if self.journal is not None else b""
             if self.look_up and self.journal is not None and self.journal.delivered(key):
                 tally.skipped += 1
                 self.progress()
                 continue
             await room.take()
-            record = _Record(item, key)
-            if item.id in self.behind:
-                self.behind[item.id].append(record)  # an earlier record of this id is in flight
+            record = _Record(message, contact, key)
+            if message.id in self.behind:
+                self.behind[message.id].append(record)  # an earlier record of this id is in flight
             else:
-                self.behind[item.id] = deque()
+                self.behind[message.id] = deque()
                 ready.put_nowait(record)
         for _ in range(self.options.concurrency):
             ready.put_nowait(None)  # the end of the input, one for each worker
@@ -226,30 +244,50 @@ class _Pipeline:
                 next_record = queue.popleft() if queue else None
             del self.behind[message_id]
 
-    async def deliver(self, record: _Record) -> None:
-        if record.message.id in self.failed_ids:
-            self.record_failure(record, "an earlier record of this message failed in this run")
-            return
+    async def finish(self, workers: list[asyncio.Task[None]]) -> None:
+        """Once every record was delivered, have the target write what it holds.
+
+        Not when the run stopped: what the target holds is in the journal, and the re-run writes it.
+        """
+        await asyncio.wait(workers)
+        if self.stopping() or any(not worker.cancelled() and worker.exception() for worker in workers):
+            return  # stopped, or ending on a worker's error
+        try:
+            await self.until_done(self.target.flush)
+        except _RECORD_ERRORS as error:  # held records stay in the target's journal tables: the re-run writes them
+            self.fail(None, None, f"writing what the target held: {error}")
+        self.progress()
+
+    async def until_done(self, step: Callable[[], Awaitable[None]]) -> bool:
+        """Run ``step`` (a delivery or the flush) until the budget lets it through; False if the run stops first."""
         while True:
-            remaining = None if self.deadline is None else max(0.0, self.deadline - time.monotonic())
             try:
-                await self.client.receive_message(record.message, priority=self.options.priority, timeout=remaining)
+                await step()
             except (BudgetExhaustedError, BudgetTimeoutError) as error:
                 # Refused by the server (a 429: the daily budget is spent), the budget now holds for its wait, so
                 # the next acquire pauses until then; refused by the budget itself, it cannot go before the deadline.
                 if self.deadline is None or isinstance(error.__cause__, RateLimitError):
                     continue
                 self.tally.stopped = True  # past the deadline: leave it for the re-run
-                return
-            except _RECORD_ERRORS as error:
-                self.failed_ids.add(record.message.id)
-                self.record_failure(record, str(error))
-                return
-            self.tally.delivered += 1
-            if self.journal is not None:
-                self.journal.record(record.key, record.message.id)
-            self.progress()
+                return False
+            return True
+
+    async def deliver(self, record: _Record) -> None:
+        message = record.message
+        if message.id in self.failed_ids:
+            self.record_failure(record, "an earlier record of this message failed in this run")
             return
+        target, client, contact = self.target, self.client, record.contact
+        try:
+            if not await self.until_done(lambda: target.deliver(client, message, contact=contact)):
+                return
+        except _RECORD_ERRORS as error:
+            self.failed_ids.add(message.id)
+            self.record_failure(record, str(error))
+            return
+        if self.journal is not None:
+            self.journal.record(record.key, message.id)
+        self.progress()
 
     def record_failure(self, record: _Record, reason: str) -> None:
         if self.journal is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import attrs
@@ -49,6 +50,8 @@ class BackfillReport:
     """Requests admitted by the budget during the run, retries included."""
     elapsed: float
     stopped: bool
+    counts: Mapping[str, int] = attrs.field(factory=dict)
+    """What the target did beyond records (the notes target: ``persons_found``, ``notes_created``, ...)."""
 
     @property
     def rate(self) -> float:
@@ -57,39 +60,48 @@ class BackfillReport:
 
     def to_json(self) -> dict[str, Any]:
         """The report as a JSON-ready dict (what the CLI prints with ``--json``)."""
-        return {**attrs.asdict(self), "rate": self.rate}
+        return {**attrs.asdict(self), "counts": dict(self.counts), "rate": self.rate}
 
 
 class _Tally:
-    """One run's counts, and what the budget charged since it started (the budget may be shared)."""
+    """One run's counts, and what the budget charged since it started (the budget may be shared).
+
+    It is the run's :class:`~pipedrive_channels._target.Outcome`: the target says what reached Pipedrive.
+    """
 
     def __init__(self, budget: Budget, failures_kept: int) -> None:
         self.budget = budget
         self.failures_kept = failures_kept
         self.started = time.monotonic()
         self.budget_at_start: BudgetStats = budget.stats()
-        self.delivered = self.skipped = self.failed = 0
+        self.delivered_records = self.skipped = self.failed_records = 0
         self.failures: list[Failure] = []
         self.stopped = False
 
-    def fail(self, message_id: str | None, line: int | None, reason: str) -> None:
-        self.failed += 1
+    def delivered(self, records: int = 1) -> None:
+        self.delivered_records += records
+
+    def failed(self, message_id: str | None, reason: str, records: int = 1) -> None:
+        self.fail(message_id, None, reason, records)
+
+    def fail(self, message_id: str | None, line: int | None, reason: str, records: int = 1) -> None:
+        self.failed_records += records
         if len(self.failures) < self.failures_kept:
             self.failures.append(Failure(message_id, line, reason))
 
     def progress(self) -> Progress:
         budget = self.budget.stats()
         return Progress(
-            self.delivered,
+            self.delivered_records,
             self.skipped,
-            self.failed,
+            self.failed_records,
             budget.tokens_charged - self.budget_at_start.tokens_charged,
             budget.requests_admitted - self.budget_at_start.requests_admitted,
             time.monotonic() - self.started,
             budget.queue_length,
         )
 
-    def report(self) -> BackfillReport:
+    def report(self, counts: Mapping[str, int]) -> BackfillReport:
         now = self.progress()
         return BackfillReport(
             delivered=now.delivered,
@@ -100,4 +112,5 @@ class _Tally:
             requests_sent=now.requests_sent,
             elapsed=now.elapsed,
             stopped=self.stopped,
+            counts=dict(counts),
         )

@@ -27,6 +27,7 @@ from ..backfill import (
     backfill,
     estimate,
     read_jsonl,
+    WithContact,
     shard_of,
 )
 from ..budget import Plan, RateBudget
@@ -38,6 +39,7 @@ from ._credentials import auth_kind, credentials, make_client
 from ._options import channel, int_in, positive_float, positive_int, shard, share
 from ._progress import Display, duration
 
+Item = Message | WithContact | BadInput
 _PLANS = {"lite": Plan.LITE, "growth": Plan.GROWTH, "premium": Plan.PREMIUM, "ultimate": Plan.ULTIMATE}
 
 
@@ -115,10 +117,12 @@ def _command(args: argparse.Namespace) -> int:
     return asyncio.run(_backfill(args))
 
 
-def _ours(items: Iterator[Message | BadInput], which: tuple[int, int]) -> Iterator[Message | BadInput]:
+def _ours(items: Iterator[Item], which: tuple[int, int]) -> Iterator[Item]:
     k, n = which
     for item in items:
-        if isinstance(item, BadInput) or shard_of(item.conversation_id, n) == k:
+        if isinstance(item, BadInput):
+            yield item
+        elif shard_of((item.message if isinstance(item, WithContact) else item).conversation_id, n) == k:
             yield item
 
 

@@ -23,10 +23,11 @@ which is what works on live accounts since Pipedrive removed the Channels API. A
   statuses back.
 - **Failures** do not stop the run: a record that fails for good (400, retries exhausted, a bad input line) is
   kept in the report and the journal with its reason (a re-run tries it again); records a target took and then
-  reports failed (the notes target's contact that matches nobody) are in the report, and the target keeps them. A spent daily budget pauses the run until the budget allows, or stops it resumably at the
-  ``deadline``; so does ``stop``. An error of the run itself (the budget's Redis down, the journal unwritable,
-  ``on_progress`` or the input raising) ends it at once, resumably, and is raised: what was delivered is
-  journalled, nothing else is.
+  reports failed (the notes target's contact that matches nobody) are in the report, and the target keeps them.
+  A spent daily budget pauses the run until the budget allows, or stops it resumably at the ``deadline``; so
+  does ``stop``. An error of the run itself (the budget's Redis down, the journal unwritable, ``on_progress`` or
+  the input raising) ends it at once, resumably, and is raised: what was delivered is journalled, nothing else
+  is.
 - **The end**: once the input is read and every record delivered, the run calls the target's ``flush`` (a
   target that coalesces writes, like the notes target, writes what it holds), under the same budget waits,
   deadline and stop. A run that stopped early does not: what the target holds stays in the journal, and the

@@ -24,10 +24,10 @@ from ..backfill import (
     BadInput,
     Checkpoint,
     CheckpointError,
+    WithContact,
     backfill,
     estimate,
     read_jsonl,
-    WithContact,
     shard_of,
 )
 from ..budget import Plan, RateBudget
@@ -120,9 +120,8 @@ def _command(args: argparse.Namespace) -> int:
 def _ours(items: Iterator[Item], which: tuple[int, int]) -> Iterator[Item]:
     k, n = which
     for item in items:
-        if isinstance(item, BadInput):
-            yield item
-        elif shard_of((item.message if isinstance(item, WithContact) else item).conversation_id, n) == k:
+        message = item.message if isinstance(item, WithContact) else item
+        if isinstance(message, BadInput) or shard_of(message.conversation_id, n) == k:
             yield item
 
 

@@ -41,6 +41,8 @@ class BackfillReport:
     """What a back-fill did; ``stopped`` means it ended early and a re-run with its checkpoint resumes it."""
 
     delivered: int
+    """Records that reached Pipedrive during the run, as its target says: for one that holds records and writes
+    them later (the notes target), records an earlier, stopped run took are counted when they are written."""
     skipped: int
     failed: int
     failures: tuple[Failure, ...]

@@ -21,6 +21,7 @@ from pipedrive_channels.backfill import (
     BackfillReport,
     BadInput,
     ChannelsTarget,
+    Progress,
     Target,
     WithContact,
     backfill,
@@ -315,3 +316,11 @@ def test_with_contact_is_frozen() -> None:
     assert (item.message, item.contact) == (message(0), PHONE)
     with pytest.raises(AttributeError):
         item.contact = Contact(email="a@example.com")  # type: ignore[misc]
+
+
+async def test_progress_counts_what_a_target_holds_until_it_is_written() -> None:
+    seen: list[Progress] = []
+    report = await backfill(NoClient(), history(6, updates=False), target=Holding([]),  # type: ignore[arg-type]
+                            on_progress=seen.append)
+    assert [(p.delivered, p.held) for p in seen] == [(0, n) for n in range(1, 7)] + [(6, 0)]
+    assert report.delivered == 6

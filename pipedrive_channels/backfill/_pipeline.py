@@ -285,6 +285,7 @@ class _Pipeline:
             self.failed_ids.add(message.id)
             self.record_failure(record, str(error))
             return
+        self.tally.taken += 1
         if self.journal is not None:
             self.journal.record(record.key, message.id)
         self.progress()

@@ -34,6 +34,9 @@ class Progress:
     elapsed: float
     waiting: int
     """Calls waiting for the budget right now."""
+    held: int = 0
+    """Records the target took and holds, to be written later (the notes target coalesces writes): done, but not
+    yet delivered."""
 
 
 @attrs.frozen
@@ -77,13 +80,17 @@ class _Tally:
         self.started = time.monotonic()
         self.budget_at_start: BudgetStats = budget.stats()
         self.delivered_records = self.skipped = self.failed_records = 0
+        self.taken = 0  # records the target's deliver returned for
+        self.reported = 0  # records the target reported delivered or failed
         self.failures: list[Failure] = []
         self.stopped = False
 
     def delivered(self, records: int = 1) -> None:
         self.delivered_records += records
+        self.reported += records
 
     def failed(self, message_id: str | None, reason: str, records: int = 1) -> None:
+        self.reported += records
         self.fail(message_id, None, reason, records)
 
     def fail(self, message_id: str | None, line: int | None, reason: str, records: int = 1) -> None:
@@ -101,6 +108,7 @@ class _Tally:
             budget.requests_admitted - self.budget_at_start.requests_admitted,
             time.monotonic() - self.started,
             budget.queue_length,
+            max(0, self.taken - self.reported),  # an earlier run's held records, written now, are not ours
         )
 
     def report(self, counts: Mapping[str, int]) -> BackfillReport:

@@ -90,7 +90,7 @@ class Display:
     def show(self) -> None:
         progress = self.last
         waiting = progress.waiting
-        done = progress.delivered + progress.skipped + progress.failed
+        done = progress.delivered + progress.skipped + progress.failed + progress.held
         if self._bar is not None:
             postfix = f"tokens={progress.tokens_charged:,.0f}, waiting={waiting}, failed={progress.failed}"
             self._bar.set_postfix_str(postfix, refresh=False)
@@ -102,7 +102,8 @@ class Display:
         elapsed = time.monotonic() - self.started
         of = f"/{self.total:,}" if self.total is not None else ""
         to_stderr(
-            f"progress: {done:,}{of} done ({progress.delivered:,} delivered, {progress.skipped:,} skipped, "
+            f"progress: {done:,}{of} done ({progress.delivered:,} delivered, "
+            f"{f'{progress.held:,} held to be written, ' if progress.held else ''}{progress.skipped:,} skipped, "
             f"{progress.failed:,} failed), {progress.delivered / elapsed if elapsed > 0 else 0:,.1f} msg/s, "
             f"{progress.tokens_charged:,.0f} tokens, {waiting} waiting for the budget, {duration(elapsed)}"
         )

@@ -56,8 +56,10 @@ class Target(Protocol):
     async def deliver(self, client: ChannelsClient, message: Message, *, contact: Contact | None = None) -> None:
         """Take one record; return once it is sent or safely held."""
 
-    async def flush(self) -> None:
-        """Write everything held (the run's end, or a service shutting down)."""
+    async def flush(self, client: ChannelsClient | None = None) -> None:
+        """Write everything held (the run's end, or a service shutting down), with ``client`` (a run passes its
+        own: what a target holds may come from an earlier run, and a re-run that skips every record delivers
+        nothing that would give the target a client)."""
 
     def estimate(self, records: Iterable[tuple[Message, Contact | None]]) -> tuple[int, int]:
         """``(requests, tokens)`` delivering ``records`` would take at most, read once (for ``--dry-run``)."""

@@ -64,7 +64,8 @@ class Recording:
         assert self.outcome is not None
         self.outcome.delivered(1)
 
-    async def flush(self) -> None:
+    async def flush(self, client: Any = None) -> None:
+        assert client is not None  # the run's own
         self.flushes += 1
 
     def estimate(self, records: Iterable[tuple[Message, Contact | None]]) -> tuple[int, int]:
@@ -102,7 +103,7 @@ class Holding:
         else:
             self.memory.append((message.id, message.conversation_id))
 
-    async def flush(self) -> None:
+    async def flush(self, client: Any = None) -> None:
         if self.refuse_flush:
             self.refuse_flush -= 1
             raise BudgetExhaustedError("spent", retry_after=0.0)
@@ -185,7 +186,7 @@ async def test_a_stopped_run_does_not_flush_and_the_rerun_writes_what_was_held(t
             if message.id == "m-2":
                 stop.set()  # as Ctrl-C would
 
-        async def flush(self) -> None:
+        async def flush(self, client: Any = None) -> None:
             raise AssertionError("a stopped run must not flush")
 
     first = await backfill(NoClient(), history(10, updates=False), concurrency=1,  # type: ignore[arg-type]

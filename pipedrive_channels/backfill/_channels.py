@@ -58,7 +58,7 @@ class ChannelsTarget:
         await client.receive_message(message, priority=self._priority, timeout=timeout)
         self._outcome.delivered(1)
 
-    async def flush(self) -> None:
+    async def flush(self, client: ChannelsClient | None = None) -> None:
         """Nothing is held."""
 
     def estimate(self, records: Iterable[tuple[Message, Contact | None]]) -> tuple[int, int]:

@@ -253,7 +253,7 @@ class _Pipeline:
         if self.stopping() or any(not worker.cancelled() and worker.exception() for worker in workers):
             return  # stopped, or ending on a worker's error
         try:
-            await self.until_done(self.target.flush)
+            await self.until_done(lambda: self.target.flush(self.client))
         except _RECORD_ERRORS as error:  # held records stay in the target's journal tables: the re-run writes them
             self.fail(None, None, f"writing what the target held: {error}")
         self.progress()

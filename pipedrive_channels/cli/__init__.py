@@ -8,7 +8,8 @@ and the top-level parser; each command's module adds its own subparser.
 
 Subcommands::
 
-    backfill FILE.jsonl --checkpoint PATH [--plan lite|growth|premium|ultimate|unlimited] [--seats N]
+    backfill FILE.jsonl --checkpoint PATH [--target channels|notes] [--group-by day|conversation]
+             [--no-create-persons] [--plan lite|growth|premium|ultimate|unlimited] [--seats N]
              [--daily-share X] [--concurrency N] [--shard K/N] [--channel ID=NAME ...] [--deadline SECONDS]
              [--dry-run] [--quiet] [--json]
     add-channel --provider-channel-id ID --name NAME [--avatar-url URL] [--provider-type TYPE] [--template-support]

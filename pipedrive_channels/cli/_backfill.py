@@ -1,5 +1,9 @@
 """``pipedrive-channels backfill``: deliver a JSON Lines file resumably, or (``--dry-run``) say what it costs.
 
+``--target channels`` (the default) sends each record with ``receive_message``; ``--target notes`` writes each
+conversation's transcript as notes on the person its contact names. ``--dry-run`` estimates both, whichever is
+chosen, so that the cost of moving to notes is in front of the user.
+
 The first SIGINT (or SIGTERM) stops the run resumably, letting in-flight calls finish; a second SIGINT aborts at
 once. The report goes to stdout (``--json``: one object), progress and errors to stderr.
 """
@@ -38,6 +42,7 @@ from ._common import EXIT_FAILED, EXIT_OK, EXIT_STOPPED, UsageError, to_stderr
 from ._credentials import auth_kind, credentials, make_client
 from ._options import channel, int_in, positive_float, positive_int, shard, share
 from ._progress import Display, duration
+from ._targets import TITLES, add_options, check, counts_text, make
 
 Item = Message | WithContact | BadInput
 _PLANS = {"lite": Plan.LITE, "growth": Plan.GROWTH, "premium": Plan.PREMIUM, "ultimate": Plan.ULTIMATE}
@@ -49,11 +54,13 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser], ap
         "backfill",
         parents=[api],
         help="deliver a JSON Lines file of messages, resumably",
-        description="Deliver every message of a JSON Lines file (one receive-message body per line) as fast as "
-        "the plan's rate budget allows. Delivered records are journalled in --checkpoint, so a re-run (after "
-        "Ctrl-C, a crash or kill -9) skips them and sends the rest.",
+        description="Deliver every message of a JSON Lines file (one receive-message body per line, optionally "
+        'with "contact": {"person_id", "name", "phone", "email"}) as fast as the plan\'s rate budget allows, '
+        "through the Channels API or as notes on the matched person (--target notes). Delivered records are "
+        "journalled in --checkpoint, so a re-run (after Ctrl-C, a crash or kill -9) skips them and sends the rest.",
     )
     fill.add_argument("file", metavar="FILE.jsonl", help="the messages, one JSON object per line")
+    add_options(fill)
     fill.add_argument("--checkpoint", metavar="PATH", help="the SQLite journal to resume from (required to send)")
     fill.add_argument(
         "--concurrency",
@@ -110,6 +117,7 @@ def _command(args: argparse.Namespace) -> int:
         open(args.file, "rb").close()  # refused now, in one line, rather than by the reader, mid-run
     except OSError as error:
         raise UsageError(f"cannot read input file {args.file}: {error.strerror or error}") from None
+    check(args)
     if args.dry_run:
         return _dry_run(args)
     if args.checkpoint is None:
@@ -126,35 +134,44 @@ def _ours(items: Iterator[Item], which: tuple[int, int]) -> Iterator[Item]:
 
 
 def _dry_run(args: argparse.Namespace) -> int:
+    """Print what delivering the file costs through each target (the chosen one's figures first in ``--json``)."""
     auth = auth_kind(args)
     budget = _budget(args, auth)
-    items = read_jsonl(args.file)
-    try:
-        result = estimate(_ours(items, args.shard) if args.shard else items, budget)
-    except OSError as error:  # reading the input failed midway
-        to_stderr(f"error: cannot read {args.file}: {error}")
-        return EXIT_FAILED
+    results = {}
+    for name in TITLES:  # one pass over the file per target: memory stays flat
+        items = read_jsonl(args.file)
+        try:
+            results[name] = estimate(_ours(items, args.shard) if args.shard else items, budget, make(name, args))
+        except OSError as error:  # reading the input failed midway
+            to_stderr(f"error: cannot read {args.file}: {error}")
+            return EXIT_FAILED
+    chosen = results[args.target]
     if args.json:
-        print(json.dumps({**attrs.asdict(result), "plan": args.plan, "seats": args.seats,
-                          "daily_share": args.daily_share, "auth": auth}))
+        print(json.dumps({**attrs.asdict(chosen), "target": args.target, "plan": args.plan, "seats": args.seats,
+                          "daily_share": args.daily_share, "auth": auth,
+                          "estimates": {name: attrs.asdict(result) for name, result in results.items()}}))
         return EXIT_OK
-    if args.plan == "unlimited":
-        pace = "no rate limit (--plan unlimited)"
-    else:
-        per_day = budget.limits.daily_tokens or 0.0  # a plan always has a daily budget
-        seats = f"{args.seats} seat{'s' if args.seats != 1 else ''}"
-        pace = (
-            f"about {duration(result.seconds)} at {args.plan.capitalize()}, {seats} ({budget.requests_per_window}"
-            f" requests per {budget.window:g} s, {per_day:,.0f} tokens a day"
-            f"{f' (share {args.daily_share:g})' if args.daily_share != 1 else ''}, {auth})"
-        )
     print(f"dry run of {args.file}{f' (shard {args.shard[0]}/{args.shard[1]})' if args.shard else ''}: nothing sent")
-    print(f"  messages:  {result.messages:,}")
-    print(f"  bad lines: {result.bad_lines:,}")
-    print(f"  requests:  {result.requests:,} (without retries)")
-    print(f"  tokens:    {result.tokens:,}")
-    print(f"  time:      {pace}")
+    print(f"  messages:  {chosen.messages:,}")
+    print(f"  bad lines: {chosen.bad_lines:,}")
+    for name, result in results.items():
+        print(f"  --target {name}: {TITLES[name]}{' (chosen)' if name == args.target else ''}")
+        print(f"    requests:  {result.requests:,} (without retries)")
+        print(f"    tokens:    {result.tokens:,}")
+        print(f"    time:      {_pace(args, budget, auth, result.seconds)}")
     return EXIT_OK
+
+
+def _pace(args: argparse.Namespace, budget: RateBudget, auth: str, seconds: float) -> str:
+    if args.plan == "unlimited":
+        return "no rate limit (--plan unlimited)"
+    per_day = budget.limits.daily_tokens or 0.0  # a plan always has a daily budget
+    seats = f"{args.seats} seat{'s' if args.seats != 1 else ''}"
+    return (
+        f"about {duration(seconds)} at {args.plan.capitalize()}, {seats} ({budget.requests_per_window}"
+        f" requests per {budget.window:g} s, {per_day:,.0f} tokens a day"
+        f"{f' (share {args.daily_share:g})' if args.daily_share != 1 else ''}, {auth})"
+    )
 
 
 async def _backfill(args: argparse.Namespace) -> int:
@@ -228,6 +245,7 @@ async def _run_with_signals(
                     shard=args.shard,
                     deadline=args.deadline,
                     stop=stop,
+                    target=make(args.target, args),
                 )
             )
             try:
@@ -269,6 +287,8 @@ def _report_text(report: BackfillReport, checkpoint: str) -> str:
         f"{report.requests_sent:,} requests, {report.tokens_charged:,.0f} tokens, {duration(report.elapsed)}"
         f" ({report.rate:,.1f} msg/s)",
     ]
+    if (counts := counts_text(report.counts)) is not None:
+        lines.append(counts)
     if report.failures:
         first = f"first {len(report.failures):,} of " if len(report.failures) < report.failed else ""
         lines.append(f"failures ({first}{report.failed:,}):")

@@ -36,7 +36,7 @@ from ..backfill import (
 )
 from ..budget import Plan, RateBudget
 from ..client import ChannelsClient
-from ..errors import PipedriveError
+from ..errors import PipedriveError, ValidationError
 from ..models import Message
 from ._common import EXIT_FAILED, EXIT_OK, EXIT_STOPPED, UsageError, to_stderr
 from ._credentials import auth_kind, credentials, make_client
@@ -253,6 +253,8 @@ async def _run_with_signals(
             except asyncio.CancelledError:
                 if not job.cancelled():
                     raise  # we were cancelled ourselves, not the job
+    except ValidationError as error:  # the run's set-up, not a record's: e.g. a journal the notes grouped otherwise
+        raise UsageError(str(error)) from None
     except PipedriveError as error:  # of the run, not of a record: the Redis budget, the journal, a channel
         to_stderr(f"error: {error}; {display.last.delivered:,} delivered before it (re-run with --checkpoint "
                   f"{args.checkpoint} to resume)")

@@ -188,7 +188,7 @@ class _Pipeline:
         still waits.
 
         A call can wait for hours on a spent daily budget; a cancelled one is not journalled, so the re-run
-        sends it (safely: receive is idempotent on ``id``).
+        delivers it again (safely: a target's delivery is idempotent, as receive is on ``id``).
         """
         await self.stop.wait()
         self.tally.stopped = True

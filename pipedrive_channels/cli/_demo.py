@@ -1,4 +1,5 @@
-"""``pipedrive-channels demo``: the demo (``pipedrive_channels._demo``) with the back-fill's progress display."""
+"""``pipedrive-channels demo``: the demo (``pipedrive_channels._demo``) with the back-fill's progress display (over the
+Channels pass: the notes pass takes a few seconds)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,10 @@ from ._progress import Display
 
 def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the ``demo`` command."""
-    demo = commands.add_parser("demo", help="back-fill a sample history into the embedded fake Pipedrive")
+    demo = commands.add_parser(
+        "demo",
+        help="back-fill a sample history into the embedded fake Pipedrive, through the Channels API and as notes",
+    )
     demo.add_argument("--messages", type=positive_int, default=2_000, help="messages to back-fill (default 2000)")
     demo.set_defaults(handler=_demo)
 

@@ -91,6 +91,8 @@ class Display:
         progress = self.last
         waiting = progress.waiting
         done = progress.delivered + progress.skipped + progress.failed + progress.held
+        if self.total is not None:  # a re-run's target may deliver records an earlier run held (and it skipped)
+            done = min(done, self.total)
         if self._bar is not None:
             postfix = f"tokens={progress.tokens_charged:,.0f}, waiting={waiting}, failed={progress.failed}"
             self._bar.set_postfix_str(postfix, refresh=False)

@@ -258,18 +258,23 @@ class _Pipeline:
             self.fail(None, None, f"writing what the target held: {error}")
         self.progress()
 
-    async def until_done(self, step: Callable[[], Awaitable[None]]) -> bool:
-        """Run ``step`` (a delivery or the flush) until the budget lets it through; False if the run stops first."""
+    async def until_done(self, step: Callable[[], Awaitable[None]], refused: Exception | None = None) -> bool:
+        """Run ``step`` (a delivery or the flush) until the budget lets it through; False if the run stops first.
+
+        :param refused: the budget's refusal of an attempt the caller made itself (a record's first one, made
+            without this coroutine: it measured 3% of the engine's instructions per record).
+        """
         while True:
+            # Refused by the server (a 429: the daily budget is spent), the budget now holds for its wait, so the
+            # next acquire pauses until then; refused by the budget itself, it cannot go before the deadline.
+            if refused is not None and self.deadline is not None and not isinstance(refused.__cause__, RateLimitError):
+                self.tally.stopped = True  # past the deadline: leave it for the re-run
+                return False
             try:
                 await step()
             except (BudgetExhaustedError, BudgetTimeoutError) as error:
-                # Refused by the server (a 429: the daily budget is spent), the budget now holds for its wait, so
-                # the next acquire pauses until then; refused by the budget itself, it cannot go before the deadline.
-                if self.deadline is None or isinstance(error.__cause__, RateLimitError):
-                    continue
-                self.tally.stopped = True  # past the deadline: leave it for the re-run
-                return False
+                refused = error
+                continue
             return True
 
     async def deliver(self, record: _Record) -> None:
@@ -279,8 +284,11 @@ class _Pipeline:
             return
         target, client, contact = self.target, self.client, record.contact
         try:
-            if not await self.until_done(lambda: target.deliver(client, message, contact=contact)):
-                return
+            try:
+                await target.deliver(client, message, contact=contact)
+            except (BudgetExhaustedError, BudgetTimeoutError) as refused:
+                if not await self.until_done(lambda: target.deliver(client, message, contact=contact), refused):
+                    return
         except _RECORD_ERRORS as error:
             self.failed_ids.add(message.id)
             self.record_failure(record, str(error))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import inspect
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from types import SimpleNamespace
 from typing import Any
 
@@ -11,8 +11,11 @@ import aioresponses.core
 import pytest
 from aiohttp import ClientResponse
 from factories import TOKEN
+from notes_mock import MockPipedrive, mocked
+from notes_mock import client as notes_client
 from redis_server import redis_server  # noqa: F401  (the session's redis-server fixture)
 
+from pipedrive_channels import ChannelsClient
 from pipedrive_channels.testing import FakePipedrive
 
 # The extension's test provider and its app's test client: the `shop` and `http` fixtures (test_fake_server.py has
@@ -38,3 +41,16 @@ async def fake() -> AsyncIterator[FakePipedrive]:
     async with FakePipedrive() as server:
         server.add_access_token(TOKEN)
         yield server
+
+
+@pytest.fixture
+def pd() -> Iterator[MockPipedrive]:
+    """A stand-in Pipedrive on aioresponses, for the notes target's unit tests (``notes_mock``)."""
+    yield from mocked()
+
+
+@pytest.fixture
+async def api() -> AsyncIterator[ChannelsClient]:
+    """A client of the stand-in Pipedrive ``pd``."""
+    async with notes_client() as c:
+        yield c

@@ -273,6 +273,7 @@ def test_read_jsonl_reads_a_contact_and_names_the_field_of_a_bad_one(tmp_path: P
         wire_message(9, contact={"email": ""}),
         wire_message(10, contact=None),
         wire_message(11, contact={"person_id": 1.0}),
+        wire_message(12, contact={"name": "A" * 256}),
     ]
     path = tmp_path / "in.jsonl"
     path.write_text("\n".join(json.dumps(line) for line in lines) + "\n")
@@ -290,6 +291,7 @@ def test_read_jsonl_reads_a_contact_and_names_the_field_of_a_bad_one(tmp_path: P
         9: "contact.emial: is not a field (expected email, name, person_id, phone)",
         10: "contact.email: must be a non-empty printable string or None, got ''",
         12: "contact.person_id: must be an integer, got a number",
+        13: "contact.name: must be at most 255 characters, got 256",
     }
 
 

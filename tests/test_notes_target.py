@@ -6,13 +6,12 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
 import pytest
-from notes_mock import BASE, MockPipedrive, client, mocked, until
+from notes_mock import BASE, MockPipedrive, until
 
 from pipedrive_channels import ChannelsClient, Message, MessageStatus, Priority, RateBudget, RetryPolicy
 from pipedrive_channels._journal import Checkpoint, CheckpointError
@@ -43,16 +42,6 @@ def msg(index: int, *, conversation: str = "c-1", day: int = 0, status: str = "s
                    message=f"text {index}" if text is None else text, status=MessageStatus(status),
                    created_at=created)
 
-
-@pytest.fixture
-def pd() -> Iterator[MockPipedrive]:
-    yield from mocked()
-
-
-@pytest.fixture
-async def api() -> AsyncIterator[ChannelsClient]:
-    async with client() as c:
-        yield c
 
 
 def attached(target: NotesTarget, journal: Checkpoint | None = None) -> Outcome:

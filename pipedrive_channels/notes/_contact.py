@@ -8,11 +8,19 @@ import attrs
 
 from ..errors import ValidationError
 
-__all__ = ["Contact"]
+__all__ = ["MAX_CONTACT_CHARS", "Contact"]
+
+MAX_CONTACT_CHARS = 255
+"""The longest name, phone or email a contact may hold: Pipedrive's limit on a person's name (and far past any real
+phone number or email address)."""
 
 
 def _optional_text(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
-    if value is not None and (not isinstance(value, str) or not value.strip() or not value.isprintable()):
+    if value is None:
+        return
+    if isinstance(value, str) and len(value) > MAX_CONTACT_CHARS:
+        raise ValidationError(attribute.name, f"must be at most {MAX_CONTACT_CHARS} characters, got {len(value)}")
+    if not isinstance(value, str) or not value.strip() or not value.isprintable():
         raise ValidationError(attribute.name, f"must be a non-empty printable string or None, got {value!r}")
 
 
@@ -31,8 +39,8 @@ class Contact:
     """A conversation's customer: ``person_id`` is used as given (no search); otherwise the person is searched by
     ``phone``, then by ``email``, and created (named ``name``, else the phone or email) when none matches.
 
-    At least one field is set; each is a non-empty printable string (``person_id`` a positive integer, as
-    Pipedrive numbers persons).
+    At least one field is set; each is a non-empty printable string of at most :data:`MAX_CONTACT_CHARS`
+    characters (``person_id`` a positive integer, as Pipedrive numbers persons).
     """
 
     person_id: int | None = attrs.field(default=None, validator=_optional_person_id)

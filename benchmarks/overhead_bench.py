@@ -28,7 +28,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Generator, Sequence
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -119,6 +119,9 @@ class _Answer:
 
     async def read(self) -> bytes:
         return self._raw
+
+    def __await__(self) -> Generator[Any, None, _Answer]:  # the transport awaits the request, then enters it
+        return self.__aenter__().__await__()
 
     async def __aenter__(self) -> _Answer:
         return self

@@ -4,11 +4,13 @@ An endpoint method of :class:`~pipedrive_channels.ChannelsClient` validates its 
 percent-encoded path; :func:`prepare` then looks the operation up in the cost table
 (:func:`~pipedrive_channels.costs.find_operation`) for its documented cost, whether it is a search, and whether
 Pipedrive deprecated it (warned once per process). Every attempt reads the :class:`Call` it returns and none
-changes it, as openai-python builds its request options once per call; :func:`send` makes one attempt of it.
+changes it, as openai-python builds its request options once per call; :func:`send` makes its first attempt and
+hands a failure over to the retry policy.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 import warnings
@@ -18,8 +20,8 @@ from typing import NamedTuple
 from ._transport import Response, Transport
 from .budget import Budget, Priority
 from .costs import DEFAULT_COST, find_operation
-from .errors import ApiError, TransportError
-from .retry import Repeat
+from .errors import ApiError, PipedriveError, TransportError
+from .retry import Repeat, RetryPolicy
 
 __all__ = ["REPEAT", "Call", "prepare", "send"]
 
@@ -105,43 +107,55 @@ def _unknown_cost(version: str, method: str, path: str) -> int:
     return DEFAULT_COST[version]
 
 
-async def send(call: Call, transport: Transport, budget: Budget) -> Response:
-    """Charge, send and settle one attempt; after a 401, refresh the token once and send once more.
+async def send(call: Call, transport: Transport, budget: Budget, retry: RetryPolicy | None = None) -> Response:
+    """Charge, send and settle one attempt; after a 401, refresh the token once and send once more. After a failure
+    worth it, hand over to ``retry`` (never before: a call that succeeds pays nothing for retrying).
 
     A charge is refunded when nothing was sent: the proactive refresh failed, or the connection was refused.
+    The retry policy's attempts are this function without ``retry``; one coroutine, not one within another, as
+    every layer of coroutines costs on each of a call's suspensions.
     """
     priority = call.priority
     refreshed = False
-    while True:
-        # Every request is charged before it is sent: the server counts every request it receives.
-        wait = None if call.deadline is None else max(0.0, call.deadline - time.monotonic())
-        # A search takes its slot of the search operations' own window (10 per 2 s) in the same admission.
-        reservation = await budget.acquire(call.cost, priority=priority, timeout=wait, search=call.search)
-        if transport.refresh_due():
+    try:
+        while True:
+            # Every request is charged before it is sent: the server counts every request it receives.
+            wait = None if call.deadline is None else max(0.0, call.deadline - time.monotonic())
+            # A search takes its slot of the search operations' own window (10 per 2 s) in the same admission.
+            reservation = await budget.acquire(call.cost, priority=priority, timeout=wait, search=call.search)
+            if transport.refresh_due():
+                try:
+                    # Here, not in the request: a failed refresh then sends nothing, costs nothing, and is not
+                    # taken for the API's 401 below (which would ask the token endpoint a second time).
+                    await transport.refresh(transport.generation)
+                except BaseException:
+                    reservation.refund()
+                    raise
+            generation = transport.generation
             try:
-                # Here, not in the request: a failed refresh then sends nothing, costs nothing, and is not taken
-                # for the API's 401 below (which would ask the token endpoint a second time).
-                await transport.refresh(transport.generation)
-            except BaseException:
-                reservation.refund()
+                response = await transport.request(
+                    call.method, call.path, call.body, version=call.version, params=call.params
+                )
+            except ApiError as error:
+                reservation.settle(error.headers)
+                if error.status != 401 or refreshed or not transport.can_refresh:
+                    raise
+            except BaseException as error:
+                if isinstance(error, TransportError) and not error.request_sent:
+                    reservation.refund()  # it never left, so the server counted nothing
+                else:
+                    reservation.settle()
                 raise
-        generation = transport.generation
-        try:
-            response = await transport.request(
-                call.method, call.path, call.body, version=call.version, params=call.params
-            )
-        except ApiError as error:
-            reservation.settle(error.headers)
-            if error.status != 401 or refreshed or not transport.can_refresh:
-                raise
-        except BaseException as error:
-            if isinstance(error, TransportError) and not error.request_sent:
-                reservation.refund()  # it never left, so the server counted nothing
             else:
-                reservation.settle()
+                reservation.settle(response.headers)
+                return response
+            refreshed = True
+            await transport.refresh(generation)
+    except PipedriveError as error:
+        if retry is None:
             raise
-        else:
-            reservation.settle(response.headers)
-            return response
-        refreshed = True
-        await transport.refresh(generation)
+        # Every retry reads the same record: it sends exactly what the first attempt sent.
+        attempt = functools.partial(send, call, transport, budget)
+        return await retry.retry(
+            error, attempt, repeat=call.repeat, budget=budget, started=call.started, deadline=call.deadline
+        )

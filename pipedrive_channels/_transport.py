@@ -1,9 +1,10 @@
 """The transport: one aiohttp session, the auth header, the base URL, and the mapping of answers to errors.
 
-This is the innermost layer of a call. It sends exactly what it is given to ``base_url + path``, refreshes
-the OAuth token when it is about to expire, and turns anything but a successful JSON envelope into a typed
-:class:`~pipedrive_channels.errors.ApiError`. It knows nothing of endpoints, budgets or retries: the caller
-decides whether a 401 is worth a :meth:`Transport.refresh` and a second attempt.
+This is the innermost layer of a call. It sends exactly what it is given to ``base_url + path`` and turns
+anything but a successful JSON envelope into a typed :class:`~pipedrive_channels.errors.ApiError`. It knows nothing
+of endpoints, budgets or retries: the caller refreshes a token about to expire (:meth:`Transport.refresh_due`) before
+it charges the budget for a request, and decides whether a 401 is worth a :meth:`Transport.refresh` and a second
+attempt.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import enum
 import functools
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
 import aiohttp
@@ -49,6 +50,19 @@ def _url(text: str) -> URL:
     # Cached because a fresh URL object recomputes its derived parts inside aiohttp on every request,
     # which measured about 10 us per call, while most calls go to the same few URLs.
     return URL(text, encoded=True)
+
+
+# The C scanner json.loads ends in, under two layers of Python (an instance attribute, not in typeshed).
+_scan: Callable[[str, int], tuple[Any, int]] = vars(json.JSONDecoder())["scan_once"]
+
+
+def _loads(text: str) -> Any:
+    """``json.loads(text)``: the scanner alone when the value fills the text, else json.loads for its exact answer."""
+    try:
+        value, end = _scan(text, 0)
+    except StopIteration:  # no value at the start: leading whitespace, or not JSON at all
+        return json.loads(text)
+    return value if end == len(text) else json.loads(text)  # trailing whitespace, or extra data after the value
 
 
 def _v2_beside(base_url: str) -> str:
@@ -173,7 +187,8 @@ class Transport:
     ) -> Response:
         """Send ``method`` to the ``version``'s base URL + ``path`` (already percent-encoded) with a JSON ``body``.
 
-        Refreshes the token first when it expires within the margin. ``params`` become the query string.
+        ``params`` become the query string. A token about to expire is the caller's to refresh first
+        (:meth:`refresh_due`, :meth:`refresh`), before it charges a budget for the request.
 
         Redirects are never followed: a token must not go to whatever host a ``Location`` names.
 
@@ -185,17 +200,23 @@ class Transport:
             raise RuntimeError(_CLOSED if self._state is _State.CLOSED else _NOT_OPEN)
         http = self._http
         assert http is not None  # an open transport always has its aiohttp session
-        if self._auth.refresh_due():  # without a coroutine per request when it is not due
-            await self.refresh(self._auth.generation)
-        self._follow_authorizer()
+        if self._adopted != self._auth.generation:  # _follow_authorizer, inlined: it runs before every request
+            self._adopt_credentials()
         failure: TransportError | None = None
         try:
             base = self._base_url if version == "v1" else self._base_url_v2
-            async with http.request(
+            # Awaited, then entered: the response's own context (release, and wait for the body's writer) without
+            # the request context manager's coroutine between this one and aiohttp's on every suspension.
+            async with await http.request(
                 method, _url(base + path), data=body, params=params, headers=self._headers, timeout=self._timeout,
                 allow_redirects=False,
             ) as response:
-                raw = await self._read(response)
+                # Content-Length counts the encoded bytes: only without a Content-Encoding is it the size read.
+                size = None if "Content-Encoding" in response.headers else response.content_length
+                if size is not None and size <= self._max_answer_bytes:
+                    raw = await response.read()  # the common case, without a coroutine of its own: one read
+                else:
+                    raw = await self._read_capped(response, size)
         except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as exc:
             failure = _transport_error(method, path, exc)
         if failure is not None:
@@ -207,7 +228,7 @@ class Transport:
             raise error_from_response(status, raw, headers)
         try:
             # Decoding first skips json.loads' encoding detection on bytes; a non-UTF-8 body is a ValueError too.
-            decoded = json.loads(raw.decode()) if raw else None
+            decoded = _loads(raw.decode()) if raw else None
         except (ValueError, RecursionError) as exc:  # RecursionError: nested deeper than the interpreter's stack
             text = raw.decode("utf-8", "replace")
             raise ApiError(status, "the answer is not JSON", body=text, headers=headers) from exc
@@ -215,11 +236,10 @@ class Transport:
             raise error_from_response(status, decoded, headers)
         return Response(status, decoded, headers)
 
-    async def _read(self, response: aiohttp.ClientResponse) -> bytes:
-        """The answer's decoded body, or an error once it passes ``max_answer_bytes`` (the rest is never read)."""
+    async def _read_capped(self, response: aiohttp.ClientResponse, size: int | None) -> bytes:
+        """An answer of unknown decoded ``size`` (``None``), or one over ``max_answer_bytes``: its body, read until
+        it passes the cap, else an error (the rest is never read)."""
         cap = self._max_answer_bytes
-        # Content-Length counts the encoded bytes: only without a Content-Encoding is it the size read.
-        size = None if "Content-Encoding" in response.headers else response.content_length
         if size is None:
             chunks, size = [], 0
             while size <= cap and (chunk := await response.content.readany()):
@@ -227,8 +247,6 @@ class Transport:
                 size += len(chunk)
             if size <= cap:
                 return b"".join(chunks)
-        elif size <= cap:
-            return await response.read()  # the common case: one read of a known, small size
         response.close()  # the connection, with the unread rest, must not go back to the pool
         status = response.status
         message = f"the answer is larger than max_answer_bytes ({cap} bytes)"

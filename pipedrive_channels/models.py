@@ -196,7 +196,9 @@ def format_datetime(value: datetime) -> str:
     """Format an aware datetime as the spec asks: UTC, ``YYYY-MM-DD HH:MM``."""
     if value.tzinfo is not timezone.utc:
         value = value.astimezone(timezone.utc)
-    return value.isoformat(" ", "minutes")[:16]
+    # One %-format of five fields: a third cheaper than isoformat(" ", "minutes") (which formats the offset too, then
+    # sliced off) and than an f-string's five format specs.
+    return "%04d-%02d-%02d %02d:%02d" % (value.year, value.month, value.day, value.hour, value.minute)  # noqa: UP031
 
 
 # The leaf hooks raise TypeError/ValueError without a field name; _structure_model names the field.
@@ -243,6 +245,11 @@ def _structure_attachments(items: Any, _: type) -> tuple[Attachment, ...]:
         except ValidationError as error:
             raise ValidationError(f"attachments[{index}].{error.field}", error.reason) from None
     return tuple(attachments)
+
+
+def _unstructure_attachments(items: tuple[Attachment, ...]) -> list[Any]:
+    # Most messages have none, and cattrs' generic hook builds a generator even for an empty tuple.
+    return [converter.unstructure(item) for item in items] if items else []
 
 
 _STRUCTURE_ERRORS = (KeyError, TypeError, ValueError, OverflowError)
@@ -328,6 +335,7 @@ converter.register_unstructure_hook(
         converter,
         reply_by=override(omit_if_default=True),
         conversation_link=override(omit_if_default=True),
+        attachments=override(unstruct_hook=_unstructure_attachments),
     ),
 )
 converter.register_unstructure_hook(

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
+import attrs
+import pytest
+
 from pipedrive_channels import Attachment, Message, MessageStatus
 from pipedrive_channels._echo import echoed
 from pipedrive_channels.models import converter
@@ -38,3 +41,13 @@ def test_an_answer_that_differs_in_value_type_or_fields_is_not_reused() -> None:
     answers: list[object] = [changed, extra, retyped, None, []]
     for data in answers:
         assert echoed(message, sent, data) is None
+
+
+def test_an_echoed_answer_is_a_frozen_message_like_any_other() -> None:
+    message = _message()
+    sent = converter.unstructure(message)
+    answer = echoed(message, sent, converter.unstructure(message))
+    assert type(answer) is Message and answer == converter.structure(sent, Message)
+    assert hash(answer) == hash(converter.structure(sent, Message))
+    with pytest.raises(attrs.exceptions.FrozenInstanceError):
+        answer.message = "changed"  # type: ignore[misc]

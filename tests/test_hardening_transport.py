@@ -154,6 +154,26 @@ async def test_deeply_nested_json_in_an_answer_is_an_api_error(body: str) -> Non
     assert info.value.status == 200
 
 
+@pytest.mark.parametrize(
+    ("body", "data"),
+    [('{"success":true,"data":[1]}', [1]), (' \n{"success": true, "data": [1]}\r\n ', [1]), ("", None)],
+)
+async def test_an_answer_decodes_as_json_loads_decodes_it(body: str, data: object) -> None:
+    async with ChannelsClient(TOKEN, budget=RateBudget.unlimited(), retry=RetryPolicy.none()) as client:
+        with aioresponses() as mocked:
+            mocked.get("https://api.pipedrive.com/v1/deals", status=200, body=body)
+            assert (await client.request("GET", "/deals")).data == data
+
+
+@pytest.mark.parametrize("body", ['{"success": true} {"extra": 1}', '{"success": true}x', "nope", "[1,"])
+async def test_an_answer_with_anything_but_one_json_value_is_an_api_error(body: str) -> None:
+    async with ChannelsClient(TOKEN, budget=RateBudget.unlimited(), retry=RetryPolicy.none()) as client:
+        with aioresponses() as mocked:
+            mocked.get("https://api.pipedrive.com/v1/deals", status=200, body=body)
+            with pytest.raises(ApiError, match="not JSON"):
+                await client.request("GET", "/deals")
+
+
 async def test_deeply_nested_json_in_an_error_body_is_kept_as_text() -> None:
     async with ChannelsClient(TOKEN, budget=RateBudget.unlimited(), retry=RetryPolicy.none()) as client:
         with aioresponses() as mocked:

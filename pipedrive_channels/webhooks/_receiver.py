@@ -1,10 +1,10 @@
 """``WebhookReceiver``: the events acknowledged, queued and handled afterwards by a bounded pool of workers.
 
 The HTTP side (:mod:`._app`) calls :meth:`WebhookReceiver.accept` and answers at once; ``concurrency`` workers
-take the queued events and run the handler, retrying one that raises with exponential backoff, then keeping it
-as failed. With a journal every acknowledged event is a row committed before the answer, so the queue in memory
-is only a cache of it: past ``queue_size`` (or after a restart) the workers read the waiting events back from
-the journal.
+take the queued events and handle each (:mod:`._handling`: the handler, retried with exponential backoff when it
+raises), then record how it ended. With a journal every acknowledged event is a row committed before the answer,
+so the queue in memory is only a cache of it: past ``queue_size`` (or after a restart) the workers read the
+waiting events back from the journal.
 """
 
 from __future__ import annotations
@@ -15,14 +15,14 @@ import logging
 import math
 import os
 from collections import deque
-from typing import Any
 
 import attrs
 
 from .._journal import Checkpoint, CheckpointError
 from ..client import ChannelsClient
-from ..errors import PipedriveError, ValidationError
-from ._events import WebhookEvent, WebhookMeta
+from ..errors import ValidationError
+from ._events import WebhookEvent
+from ._handling import CANCEL_WAIT_SECONDS, MAX_BACKOFF_SECONDS, Attempts, HandlerCancelledError, Outcome, OwnUser
 from ._router import Handler
 from ._store import FailedEvent, JournalEvents, MemoryEvents
 
@@ -35,17 +35,10 @@ __all__ = [
     "WebhookStats",
 ]
 
-MAX_BACKOFF_SECONDS = 60.0
-"""The longest wait between two attempts of a raising handler (the waits double from ``backoff``)."""
 SHUTDOWN_GRACE_SECONDS = 5.0
 """How long a stop waits for running handlers before cancelling them (their events stay pending in the journal)."""
 
 _log = logging.getLogger("pipedrive_channels.webhooks")
-_CANCEL_WAIT_SECONDS = 1.0  # how long a cancelled worker waits for its handler to end
-
-
-class HandlerCancelledError(PipedriveError):
-    """The handler itself raised ``CancelledError`` (not a stop): a failure, retried like any error."""
 
 
 class Acceptance(enum.Enum):
@@ -128,13 +121,12 @@ class WebhookReceiver:
             raise ValidationError("backoff", f"must be a finite number of seconds >= 0, got {backoff!r}")
         if ignore_own and client is None:
             raise ValidationError("client", "is required with ignore_own=True (it reads the token's user)")
+        own = OwnUser(client) if ignore_own and client is not None else None
         self._handler = handler
+        self._attempts = Attempts(attempts=attempts, backoff=float(backoff), own=own)
         self._journal_path = journal
         self._concurrency = concurrency
         self._queue_size = queue_size
-        self._client = client if ignore_own else None
-        self._attempts = attempts
-        self._backoff = float(backoff)
         self.shutdown_grace = SHUTDOWN_GRACE_SECONDS
         """Seconds a stop waits for running handlers before cancelling them."""
         self._journal: Checkpoint | None = None
@@ -148,8 +140,6 @@ class WebhookReceiver:
         self._idle.set()
         self._stopping = False
         self._counts = _Counts()
-        self._own_user_id: int | None = None
-        self._own_lock = asyncio.Lock()
 
     def __repr__(self) -> str:
         journal = None if self._journal_path is None else os.fspath(self._journal_path)
@@ -193,7 +183,9 @@ class WebhookReceiver:
         self._stopping = False
         self._queue.clear()
         # Made anew per start: an asyncio primitive belongs to the loop it was first used in.
-        self._wake, self._idle, self._own_lock = asyncio.Event(), asyncio.Event(), asyncio.Lock()
+        self._wake, self._idle = asyncio.Event(), asyncio.Event()
+        if self._attempts.own is not None:
+            self._attempts.own.restart()
         self._update_idle()
         self._workers = [asyncio.create_task(self._work(), name=f"webhook-worker-{n}")
                          for n in range(self._concurrency)]
@@ -214,7 +206,7 @@ class WebhookReceiver:
         for task in late:
             task.cancel()
         if late:
-            _, stuck = await asyncio.wait(late, timeout=_CANCEL_WAIT_SECONDS * 2)
+            _, stuck = await asyncio.wait(late, timeout=CANCEL_WAIT_SECONDS * 2)
             if stuck:  # never a hang: a handler ignoring its cancellation is left, and said
                 _log.error("webhooks: %d handlers ignored their cancellation and still run", len(stuck))
         for task in workers:
@@ -294,7 +286,7 @@ class WebhookReceiver:
         while (event := await self._next()) is not None:
             self._running[event.meta.id] = event
             try:
-                await self._handle(event)
+                self._settle(event, await self._attempts.run(self._handler, event))
             finally:
                 self._running.pop(event.meta.id, None)
                 self._update_idle()
@@ -323,83 +315,23 @@ class WebhookReceiver:
             return
         self._queue.extend(events)
 
-    async def _handle(self, event: WebhookEvent) -> None:
-        meta = event.meta
-        for attempt in range(1, self._attempts + 1):
-            try:
-                if await self._is_own(meta):
-                    _log.debug("webhook event %s (%s.%s): the bot's own change, skipped", meta.id, meta.entity,
-                               meta.action)
-                    self._settle(event, attempt, skipped=True)
-                    return
-                await self._call_handler(event)
-            except Exception as error:  # the handler's bug or outage: retried, then kept as failed, never a 5xx
-                failure = error
-            else:
-                self._settle(event, attempt)
-                return
-            name = type(failure).__name__
-            if attempt == self._attempts:
-                _log.error("webhook event %s (%s.%s): the handler failed %d times, kept as failed: %s",
-                           meta.id, meta.entity, meta.action, attempt, name, exc_info=failure)
-                self._settle(event, attempt, failure=f"{name}: {failure}")
-                return
-            delay = min(self._backoff * 2 ** (attempt - 1), MAX_BACKOFF_SECONDS)
-            _log.warning("webhook event %s (%s.%s): the handler raised %s (attempt %d of %d), retried in %g s",
-                         meta.id, meta.entity, meta.action, name, attempt, self._attempts, delay)
-            await asyncio.sleep(delay)
-
-    async def _call_handler(self, event: WebhookEvent) -> None:
-        """Run the handler in a task of its own, so that its own cancellation (it awaited something cancelled) is
-        told apart from the worker's (a stop, the loop's end): the first is a failure like any error
-        (:class:`HandlerCancelledError`), the second cancels the handler too and goes on up."""
-        task = asyncio.ensure_future(self._handler(event))
-        try:
-            await asyncio.shield(task)
-        except asyncio.CancelledError:
-            if task.cancelled():
-                raise HandlerCancelledError("the handler was cancelled") from None
-            task.cancel()
-            await asyncio.wait({task}, timeout=_CANCEL_WAIT_SECONDS)  # bounded: a handler may ignore it
-            raise
-
-    def _settle(self, event: WebhookEvent, attempts: int, *, skipped: bool = False,
-                failure: str | None = None) -> None:
+    def _settle(self, event: WebhookEvent, outcome: Outcome) -> None:
         """Record how an event ended; a journal that cannot be written leaves it pending (handled again later)."""
         assert self._store is not None
         try:
-            if failure is not None:
-                self._store.failed(event, failure, attempts)
+            if outcome.failure is not None:
+                self._store.failed(event, outcome.failure, outcome.attempts)
             else:
-                self._store.handled(event, attempts, skipped=skipped)
+                self._store.handled(event, outcome.attempts, skipped=outcome.skipped)
         except CheckpointError as error:
             _log.error("webhook event %s: its outcome cannot be journalled, it stays pending: %s", event.meta.id,
                        error)
-        if failure is not None:
+        if outcome.failure is not None:
             self._counts.failed += 1
-        elif skipped:
+        elif outcome.skipped:
             self._counts.skipped += 1
         else:
             self._counts.handled += 1
-
-    async def _is_own(self, meta: WebhookMeta) -> bool:
-        """Whether ``ignore_own`` skips the event: made through the API by the token's own user."""
-        if self._client is None or meta.change_source != "api" or meta.user_id is None:
-            return False
-        return meta.user_id == await self._own_user()
-
-    async def _own_user(self) -> int:
-        """The token's user ID, read once from ``GET /v1/users/me`` (a failure raises; the next event asks again)."""
-        async with self._own_lock:
-            if self._own_user_id is None:
-                assert self._client is not None
-                response = await self._client.request("GET", "/users/me")
-                data: Any = response.data
-                user_id = data.get("id") if isinstance(data, dict) else None
-                if isinstance(user_id, bool) or not isinstance(user_id, int):
-                    raise ValidationError("GET /users/me: data.id", "must be an integer")
-                self._own_user_id = user_id
-            return self._own_user_id
 
     def _update_idle(self) -> None:
         if self._queue or self._running or self._backlog:

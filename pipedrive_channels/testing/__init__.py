@@ -27,12 +27,13 @@ Run ``python -m pipedrive_channels.testing --access-token TOKEN`` to serve it fr
 ``READY <root_url>`` once listening and stops on SIGTERM, SIGINT or (when stdin is a pipe) stdin EOF.
 
 The fake imports nothing from the rest of ``pipedrive_channels``: it is the independent oracle the SDK is tested
-against. Its parts: ``_server`` (lifecycle, knobs, what it holds), ``_routes`` (routes, recording, token tally),
-``_oauth`` (the OAuth authority), ``_faults`` (the fault plan), ``_rate`` (the rate windows), ``_costs`` (what each
-route costs), ``_store`` (channels, messages, collections), ``_validation`` (the Channels request checks),
-``_persons`` (persons and their search), ``_notes`` (notes), ``_webhooks`` (the webhooks registry and
-``/users/me``), ``_deliveries`` (webhooks v2 deliveries), ``_webhook_knobs`` (the webhook knobs), ``_params`` (path
-and query checks), ``_envelopes`` (the error bodies) and ``_process`` (its own process).
+against. Its parts: ``_server`` (lifecycle, knobs, what it holds), ``_routes`` (routes, recording, token tally,
+listening), ``_oauth`` (the OAuth authority), ``_faults`` (the fault plan), ``_rate`` (the rate windows),
+``_costs`` (what each route costs), ``_store`` (channels, messages, collections), ``_validation`` (the Channels
+request checks), ``_persons`` (persons and their search), ``_notes`` (notes), ``_webhooks`` (the webhooks
+registry and ``/users/me``), ``_deliveries`` (webhooks v2 deliveries), ``_agent`` (an agent in the app: the
+``agent_*`` knobs), ``_params`` (path and query checks), ``_envelopes`` (the error bodies) and ``_process`` (its
+own process).
 """
 
 from ._deliveries import WebhookDelivery

@@ -106,14 +106,14 @@ class Persons:
             raise ValueError(f"the persons endpoint would refuse this person: {refused}") from None
         return int(self.add(name, checked["emails"], checked["phones"], add_time)["id"])
 
-    def remove(self, person_id: int) -> bool:
-        """Delete a person and its notes; False when there is no such person."""
-        person = self.people.pop(person_id, None)
-        if person is None:
-            return False
+    def remove(self, person_id: int) -> None:
+        """Delete a person and its notes.
+
+        :raises KeyError: no such person.
+        """
+        person = self.people.pop(person_id)
         self.notes.forget(person_id)
         self._changes.changed("person", "delete", person_id, None, person)
-        return True
 
     def merge(self, person_id: int, into_id: int) -> None:
         """Merge a person into another as Pipedrive's UI does: its notes, and the emails and phones the other lacks,

@@ -217,3 +217,16 @@ def _parse_json(raw: bytes) -> Any:
         return json.loads(raw)
     except (ValueError, RecursionError):  # RecursionError: nested deeper than the interpreter's stack
         return None
+
+
+async def listen(app: web.Application, port: int) -> web.AppRunner:
+    """Serve ``app`` on ``127.0.0.1:port`` (0 picks a free port); the runner to clean up."""
+    # A short shutdown timeout: closing must not wait a minute for a handler stuck in `latency`.
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+    except BaseException:
+        await runner.cleanup()
+        raise
+    return runner

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
+from types import MappingProxyType
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -53,12 +54,17 @@ class Webhooks:
         """A webhook as the API answers it: without its password."""
         return {**hook, "http_auth_password": None}
 
-    def remove(self, webhook_id: int) -> bool:
-        """Delete a webhook (its pending deliveries with it); False when there is no such webhook."""
-        if self.hooks.pop(webhook_id, None) is None:
-            return False
+    def answers(self) -> Mapping[int, JsonDict]:
+        """The webhooks by id as ``GET /v1/webhooks`` answers them (no password): a read-only copy."""
+        return MappingProxyType({key: self.answer(hook) for key, hook in self.hooks.items()})
+
+    def remove(self, webhook_id: int) -> None:
+        """Delete a webhook (its pending deliveries with it).
+
+        :raises KeyError: no such webhook.
+        """
+        del self.hooks[webhook_id]
         self._on_delete(webhook_id)
-        return True
 
     # -- the operations ---------------------------------------------------------------------------------------
 
@@ -75,8 +81,10 @@ class Webhooks:
         return 200, {**_OK, "data": [self.answer(hook) for hook in self.hooks.values()]}
 
     def delete(self, path: str, body: Any, query: Mapping[str, str]) -> tuple[int, JsonDict]:
-        if not self.remove(path_id(path)):
-            raise Refused("id", "Webhook not found", 404)
+        try:
+            self.remove(path_id(path))
+        except KeyError:
+            raise Refused("id", "Webhook not found", 404) from None
         return 200, dict(_OK)
 
     # -- helpers ----------------------------------------------------------------------------------------------

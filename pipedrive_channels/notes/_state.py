@@ -128,6 +128,32 @@ class NotesState:
         except (ValueError, TypeError, RecursionError) as error:  # ValidationError is a ValueError
             raise _corrupt(self.journal, "notes_contacts", "contact", text) from error
 
+    def conversations_of(self, person_id: int) -> list[str]:
+        """The conversations whose notes go on a person, the one with the latest line first: those whose contact
+        names the person, resolves to it (``notes_persons``), or whose notes were written on it."""
+        keys = [self._key_fields(key) for (key,) in
+                self.journal.execute("SELECT contact_key FROM notes_persons WHERE person_id = ?", (person_id,))]
+        resolved = " OR ".join(["(json_extract(contact, '$.person_id') IS NULL AND json_extract(contact, '$.phone')"
+                                " IS ? AND json_extract(contact, '$.email') IS ? AND (? IS NULL OR"
+                                " json_extract(contact, '$.name') IS ?))"] * len(keys)) or "0"
+        rows = self.journal.execute(
+            "WITH ours (conversation_id) AS (SELECT conversation_id FROM notes_contacts WHERE"
+            f" json_extract(contact, '$.person_id') = ? OR {resolved}"
+            " UNION SELECT conversation_id FROM notes_parts WHERE person_id = ?)"
+            " SELECT ours.conversation_id FROM ours LEFT JOIN notes_lines USING (conversation_id)"
+            " GROUP BY ours.conversation_id ORDER BY MAX(created_at) DESC, MAX(seq) DESC",
+            (person_id, *(value for phone, email, name in keys for value in (phone, email, name, name)), person_id),
+        ).fetchall()
+        return [_text(self.journal, "notes_contacts", "conversation_id", conversation) for (conversation,) in rows]
+
+    def _key_fields(self, key: Any) -> tuple[str | None, str | None, str | None]:
+        """A contact key's ``(phone, email, name)`` (see ``contact_key``)."""
+        try:
+            phone, email, name = json.loads(_text(self.journal, "notes_persons", "contact_key", key))
+        except (ValueError, TypeError, RecursionError):
+            raise _corrupt(self.journal, "notes_persons", "contact_key", key) from None
+        return phone, email, name
+
     def person(self, key: str) -> tuple[bool, int | None]:
         """``(known, person_id)`` for a contact key: unknown, being created (id None), or found or created."""
         row = self.journal.execute("SELECT person_id FROM notes_persons WHERE contact_key = ?", (key,)).fetchone()

@@ -218,6 +218,17 @@ class NotesTarget:
         """``persons_found``, ``persons_created``, ``persons_failed``, ``notes_created``, ``notes_updated``."""
         return self._counts.as_dict()
 
+    def conversations_of(self, person_id: int) -> list[str]:
+        """The conversations whose transcripts go on Pipedrive person ``person_id``, as the journal knows them
+        (their contact names or resolved to that person, or their notes are on it), the one with the latest line
+        first; empty when none. A bot answering on a person uses it to find where to reply.
+
+        :raises ValidationError: ``person_id`` is not a positive integer.
+        """
+        if type(person_id) is not int or person_id < 1:
+            raise ValidationError("person_id", f"must be a positive integer, got {person_id!r}")
+        return self._open_state().conversations_of(person_id)
+
     # -- live use ------------------------------------------------------------------------------------------
 
     async def __aenter__(self) -> NotesTarget:

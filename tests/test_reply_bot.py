@@ -3,9 +3,13 @@ FakePipedrive delivering to the bot's app on 127.0.0.1; and ``NotesTarget.conver
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import base64
+import contextlib
 import logging
+import os
+import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import datetime, timedelta, timezone
@@ -14,10 +18,19 @@ from typing import Any
 
 import aiohttp
 import pytest
+from factories import TOKEN
+from notes_mock import until
 from webhook_e2e import GUARD, PASSWORD, USER, client_of, quiet, receiver_of, served, started_fake
 
 from pipedrive_channels import ChannelsClient, Message, MessageStatus, ValidationError
-from pipedrive_channels.extension.reply_bot import REPLY_BOT, ReplyBot, create_reply_bot_app, main, note_text
+from pipedrive_channels.extension.reply_bot import (
+    REPLY_BOT,
+    ReplyBot,
+    _serve,
+    create_reply_bot_app,
+    main,
+    note_text,
+)
 from pipedrive_channels.notes import Contact, NotesTarget
 from pipedrive_channels.testing import FakePipedrive
 from pipedrive_channels.webhooks import WebhookEvent, ensure_webhook
@@ -310,3 +323,37 @@ def note_event(content: str, *, action: str = "create", person_id: int | None = 
     data = None if action == "delete" else {"id": 9, "content": content, "person_id": person_id}
     return WebhookEvent.from_json({"meta": {"id": "e-1", "action": action, "entity": "note", "user_id": "2"},
                                    "data": data, "previous": previous})
+
+
+async def test_the_command_line_bot_subscribes_serves_and_logs_replies_without_secrets(
+        fake: FakePipedrive, client: ChannelsClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
+    notes = tmp_path / "notes.db"
+    async with NotesTarget(journal=notes, linger=None) as earlier:  # the transcripts the bot's service wrote
+        await earlier.deliver(client, customer_says("conv-1", "hi"), contact=Contact(name="Ann", phone=PHONE))
+    (person,) = fake.persons
+    for name, value in (("PIPEDRIVE_ACCESS_TOKEN", TOKEN), ("PIPEDRIVE_BASE_URL", fake.base_url),
+                        ("WEBHOOK_USER", USER), ("WEBHOOK_PASSWORD", PASSWORD), ("NOTES_JOURNAL", str(notes)),
+                        ("WEBHOOK_JOURNAL", str(tmp_path / "events.db"))):
+        monkeypatch.setenv(name, value)
+    with socket.socket() as probe:  # a free port for the bot to listen on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    url = f"http://127.0.0.1:{port}/hooks"
+    args = argparse.Namespace(host="127.0.0.1", port=port, path="/hooks", public_url=url)
+    serving = asyncio.create_task(_serve(args, {name: os.environ[name] for name in
+                                               ("PIPEDRIVE_ACCESS_TOKEN", "WEBHOOK_USER", "WEBHOOK_PASSWORD")}))
+    try:
+        await asyncio.wait_for(until(lambda: "reply bot listening" in caplog.text), GUARD)
+        assert [hook["subscription_url"] for hook in fake.webhooks.values()] == [url]
+        fake.agent_adds_note(person, "<p>Reply: on my way</p>")
+        await asyncio.wait_for(until(lambda: "reply to conversation conv-1" in caplog.text), GUARD)
+    finally:
+        serving.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await serving
+    assert "on my way" in caplog.text and PASSWORD not in caplog.text and f"Bearer {TOKEN}" not in caplog.text
+    async with NotesTarget(journal=notes) as later:  # the reply was recorded in the journal
+        assert later.conversations_of(person) == ["conv-1"]
+    assert "on my way" in transcript_of(fake, "conv-1")

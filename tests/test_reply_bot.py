@@ -282,6 +282,8 @@ def test_a_notes_html_becomes_the_reply_text(content: str, text: str) -> None:
     pytest.param(lambda: note_event("<p>Reply: hi</p>", action="change", previous={"pinned_to_person_flag": 0}),
                  id="a-change-not-of-its-content"),
     pytest.param(lambda: note_event("<p>Reply: hi</p>", action="delete"), id="deleted"),
+    pytest.param(lambda: note_event("<p>Reply: hi</p>", change_source="api"), id="an-integrations-note"),
+    pytest.param(lambda: note_event("<p>Reply: hi</p>", entity="person"), id="not-a-note"),
 ])
 def test_other_notes_are_no_reply(event: Any) -> None:
     bot = ReplyBot(None, NotesTarget(), Customer())  # type: ignore[arg-type]
@@ -317,12 +319,13 @@ def test_main_names_the_missing_settings_and_no_secret(monkeypatch: pytest.Monke
 
 
 def note_event(content: str, *, action: str = "create", person_id: int | None = 3,
-               previous: dict[str, Any] | None = None) -> WebhookEvent:
+               previous: dict[str, Any] | None = None, change_source: str = "app", entity: str = "note"
+               ) -> WebhookEvent:
     if previous is None and action == "change":
         previous = {"content": "<p>before</p>"}
     data = None if action == "delete" else {"id": 9, "content": content, "person_id": person_id}
-    return WebhookEvent.from_json({"meta": {"id": "e-1", "action": action, "entity": "note", "user_id": "2"},
-                                   "data": data, "previous": previous})
+    meta = {"id": "e-1", "action": action, "entity": entity, "user_id": "2", "change_source": change_source}
+    return WebhookEvent.from_json({"meta": meta, "data": data, "previous": previous})
 
 
 async def test_the_command_line_bot_subscribes_serves_and_logs_replies_without_secrets(

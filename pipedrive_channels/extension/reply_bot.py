@@ -37,7 +37,7 @@ from ..models import Message, MessageStatus
 from ..notes import NotesTarget
 from ..webhooks import DEFAULT_PATH, Router, WebhookEvent, create_webhook_app, ensure_webhook
 
-__all__ = ["REPLY_BOT", "ReplyBot", "Send", "create_reply_bot_app", "main"]
+__all__ = ["REPLY_BOT", "ReplyBot", "Send", "create_reply_bot_app", "main", "note_text"]
 
 _log = logging.getLogger("pipedrive_channels.extension.reply_bot")
 
@@ -118,10 +118,13 @@ class ReplyBot:
         return f"ReplyBot(prefix={self.prefix!r})"
 
     def reply_of(self, event: WebhookEvent) -> tuple[int, str] | None:
-        """``(person_id, text)`` when ``event`` is a note on a person whose text starts with :attr:`prefix` (on a
-        change, only when its content changed); None otherwise."""
-        data = event.data or {}
-        if event.meta.action == "change" and "content" not in (event.previous or {}):
+        """``(person_id, text)`` when ``event`` is a note on a person, created or changed by a user in Pipedrive
+        (``change_source`` ``"app"``), whose text starts with :attr:`prefix`; on a change, only when its content
+        changed. None otherwise: an integration's notes (this bot's among them) are never replies."""
+        meta, data = event.meta, event.data or {}
+        if meta.entity != "note" or meta.action not in ("create", "change") or meta.change_source != "app":
+            return None
+        if meta.action == "change" and "content" not in (event.previous or {}):
             return None  # pinned, moved...: what the agent wrote did not change
         content, person_id = data.get("content"), data.get("person_id")
         if not isinstance(content, str) or type(person_id) is not int or person_id < 1:

@@ -18,6 +18,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import web
 from factories import TOKEN
 from notes_mock import until
 from webhook_e2e import GUARD, PASSWORD, USER, client_of, quiet, receiver_of, served, started_fake
@@ -33,7 +34,7 @@ from pipedrive_channels.extension.reply_bot import (
 )
 from pipedrive_channels.notes import Contact, NotesTarget
 from pipedrive_channels.testing import FakePipedrive
-from pipedrive_channels.webhooks import WebhookEvent, ensure_webhook
+from pipedrive_channels.webhooks import RECEIVER, WebhookEvent, ensure_webhook
 
 PHONE = "+3725550101"
 
@@ -360,3 +361,30 @@ async def test_the_command_line_bot_subscribes_serves_and_logs_replies_without_s
     async with NotesTarget(journal=notes) as later:  # the reply was recorded in the journal
         assert later.conversations_of(person) == ["conv-1"]
     assert "on my way" in transcript_of(fake, "conv-1")
+
+
+async def test_the_readme_recipe() -> None:
+    # The README's "Testing a bot" recipe, as a user writes it (a default client, no test helpers).
+    async with FakePipedrive(webhook_delay_scale=0.001) as fake:
+        fake.add_access_token("token")
+        async with ChannelsClient("token", base_url=fake.base_url) as client, NotesTarget(linger=None) as target:
+            sent = []
+
+            async def send(conversation_id: str, text: str) -> None:
+                sent.append((conversation_id, text))
+
+            app = create_reply_bot_app(client, target, send, username="hooks", password="s3cret")
+            runner = web.AppRunner(app)
+            await runner.setup()
+            await web.TCPSite(runner, "127.0.0.1", 0).start()
+            url = f"http://127.0.0.1:{runner.addresses[0][1]}/pipedrive/webhooks"
+            await ensure_webhook(client, url, event_action="*", event_object="note",
+                                 username="hooks", password="s3cret")
+            await target.deliver(client, customer_says("conv-1", "Where is my order?"),
+                                 contact=Contact(phone="+3725550101"))
+            (person_id,) = fake.persons
+            fake.agent_adds_note(person_id, "<p>Reply: on my way</p>")
+            await fake.webhooks_idle()
+            await app[RECEIVER].drained()
+            assert sent == [("conv-1", "on my way")]
+            await runner.cleanup()

@@ -346,8 +346,7 @@ async def test_the_command_line_bot_subscribes_serves_and_logs_replies_without_s
         port = probe.getsockname()[1]
     url = f"http://127.0.0.1:{port}/hooks"
     args = argparse.Namespace(host="127.0.0.1", port=port, path="/hooks", public_url=url)
-    serving = asyncio.create_task(_serve(args, {name: os.environ[name] for name in
-                                               ("PIPEDRIVE_ACCESS_TOKEN", "WEBHOOK_USER", "WEBHOOK_PASSWORD")}))
+    serving = asyncio.create_task(_serve(args, dict(os.environ)))
     try:
         await asyncio.wait_for(until(lambda: "reply bot listening" in caplog.text), GUARD)
         assert [hook["subscription_url"] for hook in fake.webhooks.values()] == [url]

@@ -197,19 +197,23 @@ def create_reply_bot_app(
     return app
 
 
+_REQUIRED = ("PIPEDRIVE_ACCESS_TOKEN", "WEBHOOK_USER", "WEBHOOK_PASSWORD")
+_SETTINGS = (*_REQUIRED, "PIPEDRIVE_BASE_URL", "NOTES_JOURNAL", "WEBHOOK_JOURNAL")
+
+
 async def _log_reply(conversation_id: str, text: str) -> None:
     _log.info("reply to conversation %s (a real bot sends it through its channel): %s", conversation_id, text)
 
 
 async def _serve(args: argparse.Namespace, env: Mapping[str, str]) -> None:
-    client = ChannelsClient(env["PIPEDRIVE_ACCESS_TOKEN"], base_url=os.environ.get("PIPEDRIVE_BASE_URL") or None)
-    notes = os.environ.get("NOTES_JOURNAL") or "reply_bot_notes.db"
-    events = os.environ.get("WEBHOOK_JOURNAL") or "reply_bot_webhooks.db"
+    client = ChannelsClient(env["PIPEDRIVE_ACCESS_TOKEN"], base_url=env.get("PIPEDRIVE_BASE_URL") or None)
+    notes = env.get("NOTES_JOURNAL") or "reply_bot_notes.db"
+    events = env.get("WEBHOOK_JOURNAL") or "reply_bot_webhooks.db"
     async with client, NotesTarget(journal=notes) as target:
         if args.public_url:
             hook = await ensure_webhook(client, args.public_url, event_action="*", event_object="note",
                                         username=env["WEBHOOK_USER"], password=env["WEBHOOK_PASSWORD"])
-            _log.info("webhook %d sends note events to %s", hook.id, hook.subscription_url)
+            _log.info("webhook %d sends note events to the bot", hook.id)
         app = create_reply_bot_app(client, target, _log_reply, username=env["WEBHOOK_USER"],
                                    password=env["WEBHOOK_PASSWORD"], journal=events, path=args.path)
         runner = web.AppRunner(app)
@@ -227,12 +231,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m pipedrive_channels.extension.reply_bot", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--port", type=int, default=8080, help="port to listen on (default 8080)")
-    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="address to listen on (default 127.0.0.1, behind the HTTPS proxy Pipedrive reaches)")
     parser.add_argument("--path", default=DEFAULT_PATH, help=f"the webhook's path (default {DEFAULT_PATH})")
     parser.add_argument("--public-url", help="the URL Pipedrive reaches the bot at: subscribe it to note events")
     args = parser.parse_args(argv)
-    env = {name: os.environ.get(name, "") for name in ("PIPEDRIVE_ACCESS_TOKEN", "WEBHOOK_USER", "WEBHOOK_PASSWORD")}
-    missing = [name for name, value in env.items() if not value]
+    env = {name: os.environ.get(name, "") for name in _SETTINGS}
+    missing = [name for name in _REQUIRED if not env[name]]
     if missing:
         print(f"reply_bot: error: set {', '.join(missing)}", file=sys.stderr)
         raise SystemExit(2)

@@ -23,7 +23,7 @@ from factories import TOKEN
 from notes_mock import until
 from webhook_e2e import GUARD, PASSWORD, USER, client_of, quiet, receiver_of, served, started_fake
 
-from pipedrive_channels import ChannelsClient, Message, MessageStatus, ValidationError
+from pipedrive_channels import ChannelsClient, Message, MessageStatus, TransportError, ValidationError
 from pipedrive_channels.extension.reply_bot import (
     REPLY_BOT,
     ReplyBot,
@@ -387,3 +387,19 @@ async def test_the_readme_recipe() -> None:
             await app[RECEIVER].drained()
             assert sent == [("conv-1", "on my way")]
             await runner.cleanup()
+
+
+async def test_a_reply_sent_but_not_recorded_is_logged_and_not_sent_again(
+        fake: FakePipedrive, client: ChannelsClient, caplog: pytest.LogCaptureFixture) -> None:
+    class Unwritable(NotesTarget):
+        async def deliver(self, client: ChannelsClient, message: Message, *, contact: Contact | None = None) -> None:
+            if message.id.startswith("reply-"):
+                raise TransportError("connection reset")
+            await super().deliver(client, message, contact=contact)
+
+    customer = Customer()
+    async with Unwritable(linger=None) as target:
+        person = await transcript(fake, client, target)
+        await ReplyBot(client, target, customer).handle(note_event("<p>Reply: on my way</p>", person_id=person))
+    assert customer.sent == [("conv-1", "on my way")]  # the handler returned: the receiver will not retry it
+    assert "sent to conversation conv-1 but not recorded in its transcript: TransportError" in caplog.text

@@ -44,6 +44,10 @@ _SCHEMA = (
     " PRIMARY KEY (conversation_id, grp, part)) WITHOUT ROWID",
 )
 
+# A contact without person_id whose contact_key is (?, ?, ?): its phone, email, and name when it has neither.
+_HAS_KEY = ("(json_extract(contact, '$.person_id') IS NULL AND json_extract(contact, '$.phone') IS ?"
+            " AND json_extract(contact, '$.email') IS ? AND (? IS NULL OR json_extract(contact, '$.name') IS ?))")
+
 MAX_CONTACT_JSON = 4096
 """The longest contact kept (its JSON): names, phones and emails are short."""
 
@@ -133,9 +137,7 @@ class NotesState:
         names the person, resolves to it (``notes_persons``), or whose notes were written on it."""
         keys = [self._key_fields(key) for (key,) in
                 self.journal.execute("SELECT contact_key FROM notes_persons WHERE person_id = ?", (person_id,))]
-        resolved = " OR ".join(["(json_extract(contact, '$.person_id') IS NULL AND json_extract(contact, '$.phone')"
-                                " IS ? AND json_extract(contact, '$.email') IS ? AND (? IS NULL OR"
-                                " json_extract(contact, '$.name') IS ?))"] * len(keys)) or "0"
+        resolved = " OR ".join([_HAS_KEY] * len(keys)) or "0"
         rows = self.journal.execute(
             "WITH ours (conversation_id) AS (SELECT conversation_id FROM notes_contacts WHERE"
             f" json_extract(contact, '$.person_id') = ? OR {resolved}"

@@ -10,6 +10,7 @@ import contextlib
 import logging
 import os
 import socket
+import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import datetime, timedelta, timezone
@@ -23,7 +24,7 @@ from factories import TOKEN
 from notes_mock import until
 from webhook_e2e import GUARD, PASSWORD, USER, client_of, quiet, receiver_of, served, started_fake
 
-from pipedrive_channels import ChannelsClient, Message, MessageStatus, TransportError, ValidationError
+from pipedrive_channels import ChannelsClient, CheckpointError, Message, MessageStatus, TransportError, ValidationError
 from pipedrive_channels.extension.reply_bot import (
     REPLY_BOT,
     ReplyBot,
@@ -403,3 +404,13 @@ async def test_a_reply_sent_but_not_recorded_is_logged_and_not_sent_again(
         await ReplyBot(client, target, customer).handle(note_event("<p>Reply: on my way</p>", person_id=person))
     assert customer.sent == [("conv-1", "on my way")]  # the handler returned: the receiver will not retry it
     assert "sent to conversation conv-1 but not recorded in its transcript: TransportError" in caplog.text
+
+
+async def test_conversations_of_names_a_corrupt_journal_row() -> None:
+    connection = sqlite3.connect(":memory:", isolation_level=None)
+    async with NotesTarget(journal=connection) as target:
+        assert target.conversations_of(5) == []
+        connection.execute("INSERT INTO notes_persons VALUES ('not json', 5)")
+        with pytest.raises(CheckpointError, match=r"notes_persons\.contact_key"):
+            target.conversations_of(5)
+    connection.close()

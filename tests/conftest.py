@@ -10,10 +10,10 @@ from typing import Any
 import aioresponses.core
 import pytest
 from aiohttp import ClientResponse
-from factories import TOKEN
 from notes_mock import MockPipedrive, mocked
 from notes_mock import client as notes_client
 from redis_server import redis_server  # noqa: F401  (the session's redis-server fixture)
+from webhook_e2e import client_of, started_fake
 
 from pipedrive_channels import ChannelsClient
 from pipedrive_channels.testing import FakePipedrive
@@ -37,10 +37,17 @@ if "stream_writer" in inspect.signature(ClientResponse.__init__).parameters:
 
 @pytest.fixture
 async def fake() -> AsyncIterator[FakePipedrive]:
-    """A started FakePipedrive that accepts the bearer token ``factories.TOKEN``."""
-    async with FakePipedrive() as server:
-        server.add_access_token(TOKEN)
+    """A started FakePipedrive that accepts the bearer token ``factories.TOKEN`` and retries webhook deliveries
+    after milliseconds, not seconds (``webhook_e2e.started_fake``)."""
+    async with started_fake() as server:
         yield server
+
+
+@pytest.fixture
+async def client(fake: FakePipedrive) -> AsyncIterator[ChannelsClient]:
+    """A client of ``fake`` with a roomy budget and quick retries (``webhook_e2e.client_of``)."""
+    async with client_of(fake) as c:
+        yield c
 
 
 @pytest.fixture

@@ -22,7 +22,7 @@ import pytest
 from aiohttp import web
 from factories import TOKEN
 from notes_mock import until
-from webhook_e2e import GUARD, PASSWORD, USER, client_of, quiet, receiver_of, served, started_fake
+from webhook_e2e import GUARD, PASSWORD, USER, quiet, receiver_of, served
 
 from pipedrive_channels import ChannelsClient, CheckpointError, Message, MessageStatus, TransportError, ValidationError
 from pipedrive_channels.extension.reply_bot import (
@@ -38,18 +38,6 @@ from pipedrive_channels.testing import FakePipedrive
 from pipedrive_channels.webhooks import RECEIVER, WebhookEvent, ensure_webhook
 
 PHONE = "+3725550101"
-
-
-@pytest.fixture
-async def fake() -> AsyncIterator[FakePipedrive]:
-    async with started_fake() as server:
-        yield server
-
-
-@pytest.fixture
-async def client(fake: FakePipedrive) -> AsyncIterator[ChannelsClient]:
-    async with client_of(fake) as client:
-        yield client
 
 
 @pytest.fixture

@@ -4,29 +4,15 @@ real 127.0.0.1 port, subscribed with ``ensure_webhook``."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 from aiohttp import web
-from webhook_e2e import GUARD, PASSWORD, USER, client_of, quiet, receiver_of, served, started_fake
+from webhook_e2e import GUARD, PASSWORD, USER, quiet, receiver_of, served
 
 from pipedrive_channels import ChannelsClient
 from pipedrive_channels.testing import FakePipedrive
 from pipedrive_channels.webhooks import WebhookEvent, create_webhook_app, ensure_webhook
-
-
-@pytest.fixture
-async def fake() -> AsyncIterator[FakePipedrive]:
-    async with started_fake() as server:
-        yield server
-
-
-@pytest.fixture
-async def client(fake: FakePipedrive) -> AsyncIterator[ChannelsClient]:
-    async with client_of(fake) as client:
-        yield client
 
 
 class Recorder:
